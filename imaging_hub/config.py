@@ -1,0 +1,203 @@
+"""Settings: one typed object read from ``HUB_*`` environment variables and an optional TOML file.
+
+The environment wins over the file. TOML sections map onto flat names: ``[dicom] aet = "X"``
+is the same setting as ``HUB_DICOM_AET=X``; ``[[dicom.nodes]]`` entries become ``dicom_nodes``.
+Only this module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from imaging_hub.errors import ConfigError
+
+__all__ = [
+    "DicomNode",
+    "DuplicatePolicy",
+    "NodeService",
+    "Settings",
+    "UnknownAetPolicy",
+    "load_settings",
+]
+
+
+class UnknownAetPolicy(StrEnum):
+    """What a calling AE title that is not a known node may do."""
+
+    STORE = "store"
+    REFUSE = "refuse"
+    ALL = "all"
+
+
+class DuplicatePolicy(StrEnum):
+    """What happens when an instance arrives again with different bytes under the same UID."""
+
+    NEWEST = "newest"
+    REJECT = "reject"
+
+
+class NodeService(StrEnum):
+    """What a known DICOM node may do."""
+
+    STORE = "store"
+    QUERY = "query"
+    RETRIEVE = "retrieve"
+    MOVE_DESTINATION = "move-destination"
+
+
+def _check_aet(value: str) -> str:
+    """Validate an AE title (PS3.5 6.2: 1-16 characters, no backslash or control characters)."""
+    stripped = value.strip()
+    if not 1 <= len(stripped) <= 16:
+        raise ValueError("an AE title has 1 to 16 characters")
+    if "\\" in stripped or any(ord(c) < 32 or ord(c) > 126 for c in stripped):
+        raise ValueError("an AE title has no backslash and no control or non-ASCII characters")
+    return stripped
+
+
+class DicomNode(BaseModel):
+    """A known DICOM peer: who it is, where it listens, and what it may do."""
+
+    aet: str
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    services: list[NodeService] = Field(
+        default_factory=lambda: [NodeService.STORE, NodeService.QUERY, NodeService.RETRIEVE]
+    )
+
+    _validate_aet = field_validator("aet")(classmethod(lambda cls, v: _check_aet(v)))
+
+
+class Settings(BaseSettings):
+    """Every setting of the hub, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="forbid", validate_default=True)
+
+    config: Path | None = None
+    data_dir: Path = Path("./hub-data")
+    database_url: str | None = None
+    broker_url: str | None = None
+
+    dicom_aet: str = "IMAGING_HUB"
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    dicom_unknown_aets: UnknownAetPolicy = UnknownAetPolicy.STORE
+    dicom_nodes: list[DicomNode] = Field(default_factory=list)
+    dicom_max_pdu: int = Field(default=0, ge=0)
+    dicom_idle_timeout: float = Field(default=60.0, gt=0)
+    dicom_max_associations: int = Field(default=32, ge=1)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    ingest_duplicates: DuplicatePolicy = DuplicatePolicy.NEWEST
+    ingest_max_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    storage_min_free_bytes: int = Field(default=256 * 1024**2, ge=0)
+
+    jobs_lease_seconds: float = Field(default=120.0, gt=0)
+    jobs_publish_timeout: float = Field(default=300.0, gt=0)
+    jobs_max_attempts: int = Field(default=5, ge=1)
+    jobs_relay_interval: float = Field(default=0.2, gt=0)
+    worker_concurrency: int = Field(default=2, ge=1)
+
+    log_level: str = "INFO"
+
+    _validate_aet = field_validator("dicom_aet")(classmethod(lambda cls, v: _check_aet(v)))
+
+    @field_validator("database_url", "broker_url")
+    @classmethod
+    def _blank_is_default(cls, value: str | None) -> str | None:
+        """Treat an empty URL as 'use the embedded default'."""
+        return value or None
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The index database URL: the configured one, or a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when no broker server is configured and the file-based broker is used."""
+        return self.broker_url is None
+
+    @property
+    def storage_dir(self) -> Path:
+        """Where the immutable original files live."""
+        return self.data_dir / "storage"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where rejected input is kept for inspection."""
+        return self.data_dir / "quarantine"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Where the embedded broker keeps its messages."""
+        return self.data_dir / "broker"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then init values (the TOML file), nothing else."""
+        return (env_settings, init_settings)
+
+
+def _flatten_toml(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Turn ``{"dicom": {"aet": "X"}}`` into ``{"dicom_aet": "X"}`` (lists are kept whole)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}".replace("-", "_")
+        if isinstance(value, dict):
+            flat.update(_flatten_toml(value, prefix=f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _describe(error: ValidationError, from_file: set[str]) -> str:
+    """Render a validation error so that each line names the setting as the user wrote it."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        where = "in the config file" if field in from_file else f"HUB_{field.upper()}"
+        rest = ".".join(str(p) for p in item["loc"][1:])
+        lines.append(f"{where} {field}{'.' + rest if rest else ''}: {item['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(config_path: Path | str | None = None) -> Settings:
+    """Build the settings from the environment and the TOML file named here or by HUB_CONFIG."""
+    path = config_path or os.environ.get("HUB_CONFIG")
+    file_values: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        try:
+            file_values = _flatten_toml(tomllib.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        file_values["config"] = path
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, set(file_values))) from None

@@ -1,0 +1,1 @@
+"""DICOM helpers of the core: UIDs, index keys, DICOM JSON."""

@@ -1,0 +1,34 @@
+"""The hub's runtime context: settings, index database and object store, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imaging_hub.config import Settings
+from imaging_hub.db.engine import Database
+from imaging_hub.storage.local import LocalStore
+
+__all__ = ["Hub"]
+
+
+@dataclass
+class Hub:
+    """What every front end needs to work: settings, the index and the store."""
+
+    settings: Settings
+    db: Database
+    store: LocalStore
+
+    @classmethod
+    def open(cls, settings: Settings) -> Hub:
+        """Open the data dir, the index database and the store described by settings."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            settings=settings,
+            db=Database(settings.resolved_database_url),
+            store=LocalStore(settings.storage_dir),
+        )
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.db.dispose()

@@ -1,0 +1,203 @@
+"""The one way in: every received instance (C-STORE, STOW-RS, import) goes through store_instance.
+
+On success the file's bytes are fsync'd in storage and the job that indexes it is committed in
+the same transaction as its stored-file row, so an acknowledged instance is never lost.
+Rejected input is copied to the quarantine folder with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import structlog
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from imaging_hub.config import DuplicatePolicy
+from imaging_hub.db.models import StoredFile, StoredFileState
+from imaging_hub.dicom.uids import validate_uid
+from imaging_hub.errors import DuplicateRejected, InvalidDicom, StorageFull, TooLarge
+from imaging_hub.hub import Hub
+from imaging_hub.jobs import enqueue
+from imaging_hub.storage.base import object_key
+from imaging_hub.storage.local import hash_file
+from imaging_hub.storage.quarantine import quarantine_file
+
+__all__ = ["IngestResult", "IngestStatus", "store_instance"]
+
+log = structlog.get_logger(__name__)
+
+
+class IngestStatus(StrEnum):
+    """What store_instance did with an instance."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    NEW_VERSION = "new-version"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of storing one instance."""
+
+    status: IngestStatus
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    stored_file_id: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+
+
+def _read_header(path: Path) -> _Header:
+    """Parse a Part 10 file's header and validate the UIDs the store relies on."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidDicom(f"undecodable DICOM data: {exc}") from exc
+    except Exception as exc:  # pydicom raises many things on garbage; none may escape as a crash
+        raise InvalidDicom(f"undecodable DICOM data: {type(exc).__name__}: {exc}") from exc
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None:
+        raise InvalidDicom("the file meta information has no Transfer Syntax UID")
+    try:
+        return _Header(
+            sop_instance_uid=validate_uid(ds.get("SOPInstanceUID"), what="SOPInstanceUID"),
+            sop_class_uid=validate_uid(ds.get("SOPClassUID"), what="SOPClassUID"),
+            study_uid=validate_uid(ds.get("StudyInstanceUID"), what="StudyInstanceUID"),
+            series_uid=validate_uid(ds.get("SeriesInstanceUID"), what="SeriesInstanceUID"),
+            transfer_syntax_uid=validate_uid(ts, what="TransferSyntaxUID"),
+        )
+    except InvalidDicom:
+        raise
+    except Exception as exc:
+        raise InvalidDicom(f"cannot read the instance's UIDs: {exc}") from exc
+
+
+def _check_expected(
+    header: _Header, sop_instance_uid: str | None, sop_class_uid: str | None
+) -> None:
+    """The dataset must be the instance the command announced (PS3.4 B.2.3)."""
+    if sop_instance_uid is not None and header.sop_instance_uid != sop_instance_uid.strip("\x00 "):
+        raise InvalidDicom(
+            f"dataset SOPInstanceUID {header.sop_instance_uid} does not match the "
+            f"announced {sop_instance_uid}"
+        )
+    if sop_class_uid is not None and header.sop_class_uid != sop_class_uid.strip("\x00 "):
+        raise InvalidDicom(
+            f"dataset SOPClassUID {header.sop_class_uid} does not match the "
+            f"announced {sop_class_uid}"
+        )
+
+
+def store_instance(
+    hub: Hub,
+    path: Path,
+    *,
+    source: str,
+    source_detail: str | None = None,
+    expected_sop_instance_uid: str | None = None,
+    expected_sop_class_uid: str | None = None,
+) -> IngestResult:
+    """Store a received Part 10 file durably and queue its indexing; idempotent for equal bytes.
+
+    Raises InvalidDicom, DuplicateRejected, TooLarge or StorageFull; nothing stored is altered
+    then, and rejected input (except oversized input) is quarantined with the reason.
+    """
+    settings = hub.settings
+    detail = {"source": source, "source_detail": source_detail}
+    try:
+        size = path.stat().st_size
+        if size > settings.ingest_max_bytes:
+            raise TooLarge(f"{size} bytes exceeds the limit of {settings.ingest_max_bytes}")
+        if hub.store.free_bytes() - size < settings.storage_min_free_bytes:
+            raise StorageFull("free disk space is below the configured floor")
+        header = _read_header(path)
+        _check_expected(header, expected_sop_instance_uid, expected_sop_class_uid)
+        return _store(hub, path, header, source=source, source_detail=source_detail)
+    except (InvalidDicom, DuplicateRejected) as exc:
+        quarantine_file(settings.quarantine_dir, path, reason=str(exc), detail=detail)
+        log.warning("instance_rejected", reason=type(exc).__name__, source=source)
+        raise
+    except TooLarge as exc:
+        quarantine_file(settings.quarantine_dir, None, reason=str(exc), detail=detail)
+        log.warning("instance_rejected", reason="TooLarge", source=source)
+        raise
+
+
+def _store(
+    hub: Hub, path: Path, header: _Header, *, source: str, source_detail: str | None
+) -> IngestResult:
+    sha, size = hash_file(path)
+    uid = header.sop_instance_uid
+    with hub.db.read() as s:
+        versions = s.execute(
+            select(StoredFile.id, StoredFile.sha256).where(StoredFile.sop_instance_uid == uid)
+        ).all()
+    same = next((v.id for v in versions if v.sha256 == sha), None)
+    if same is not None:
+        return _result(IngestStatus.DUPLICATE, header, same, size)
+    if versions and hub.settings.ingest_duplicates == DuplicatePolicy.REJECT:
+        raise DuplicateRejected(f"SOP Instance {uid} is already stored with other content")
+
+    key = object_key(header.study_uid, header.series_uid, uid, sha)
+    hub.store.put_file(key, path, expected_sha256=sha)
+    try:
+        with hub.db.write() as s:
+            row = StoredFile(
+                sop_instance_uid=uid,
+                sop_class_uid=header.sop_class_uid,
+                study_uid=header.study_uid,
+                series_uid=header.series_uid,
+                path=key,
+                size=size,
+                sha256=sha,
+                transfer_syntax_uid=header.transfer_syntax_uid,
+                source=source,
+                source_detail=source_detail,
+                state=StoredFileState.RECEIVED,
+            )
+            s.add(row)
+            s.flush()
+            enqueue(
+                s, "index", {"stored_file_id": row.id}, max_attempts=hub.settings.jobs_max_attempts
+            )
+            row_id = row.id
+    except IntegrityError:
+        # The same bytes arrived concurrently on another association and won the race.
+        with hub.db.read() as s:
+            row_id = s.execute(
+                select(StoredFile.id).where(
+                    StoredFile.sop_instance_uid == uid, StoredFile.sha256 == sha
+                )
+            ).scalar_one()
+        return _result(IngestStatus.DUPLICATE, header, row_id, size)
+    status = IngestStatus.NEW_VERSION if versions else IngestStatus.STORED
+    log.info("instance_stored", sop_instance_uid=uid, bytes=size, source=source, status=status)
+    return _result(status, header, row_id, size)
+
+
+def _result(status: IngestStatus, header: _Header, stored_file_id: int, size: int) -> IngestResult:
+    return IngestResult(
+        status=status,
+        sop_instance_uid=header.sop_instance_uid,
+        sop_class_uid=header.sop_class_uid,
+        study_uid=header.study_uid,
+        series_uid=header.series_uid,
+        stored_file_id=stored_file_id,
+        size=size,
+    )

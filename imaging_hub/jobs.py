@@ -1,0 +1,225 @@
+"""The job table: a transactional outbox of work, leased by workers, re-queued by the reaper.
+
+A job row is inserted in the same transaction as the change that needs it (``enqueue``). The
+relay marks queued rows published and hands their IDs to the task queue; a worker ``acquire``s a
+lease, runs the kind's handler and marks the job done, or ``fail``s it with back-off. The reaper
+re-queues jobs whose lease expired (the worker died) or whose message never arrived, and marks
+a job failed after ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from imaging_hub.db.engine import Database
+from imaging_hub.db.models import Job, JobState, utcnow
+
+__all__ = [
+    "FAST",
+    "KIND_QUEUES",
+    "SLOW",
+    "PermanentError",
+    "acquire",
+    "claim_for_publish",
+    "complete",
+    "enqueue",
+    "fail",
+    "reap",
+    "retry_failed",
+    "unpublish",
+]
+
+FAST = "fast"
+SLOW = "slow"
+
+#: Which queue each kind of job goes to: quick work apart from long work.
+KIND_QUEUES: dict[str, str] = {
+    "index": FAST,
+    "identity": FAST,
+    "forward": FAST,
+    "render": SLOW,
+    "import": SLOW,
+}
+
+
+class PermanentError(Exception):
+    """A job failed in a way that retrying cannot fix (e.g. the input is unreadable)."""
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    max_attempts: int = 5,
+    not_before: dt.datetime | None = None,
+) -> Job:
+    """Add a job in the caller's transaction, so it commits (or not) with the change it serves."""
+    if kind not in KIND_QUEUES:
+        raise ValueError(f"unknown job kind {kind!r}")
+    job = Job(
+        kind=kind,
+        queue=KIND_QUEUES[kind],
+        payload=payload,
+        state=JobState.QUEUED,
+        max_attempts=max_attempts,
+        not_before=not_before or utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim_for_publish(db: Database, *, limit: int = 200) -> list[tuple[int, str]]:
+    """Mark due queued jobs published and return their (id, queue) pairs for the relay to send."""
+    now = utcnow()
+    with db.write() as s:
+        query = (
+            select(Job.id, Job.queue)
+            .where(Job.state == JobState.QUEUED, Job.not_before <= now)
+            .order_by(Job.id)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        rows = [(r.id, r.queue) for r in s.execute(query)]
+        if rows:
+            s.execute(
+                update(Job)
+                .where(Job.id.in_([r[0] for r in rows]), Job.state == JobState.QUEUED)
+                .values(state=JobState.PUBLISHED, published_at=now)
+            )
+    return rows
+
+
+def unpublish(db: Database, job_ids: list[int]) -> None:
+    """Put jobs whose message could not be sent back in the queue (e.g. the broker is down)."""
+    if not job_ids:
+        return
+    with db.write() as s:
+        s.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.state == JobState.PUBLISHED)
+            .values(state=JobState.QUEUED, published_at=None)
+        )
+
+
+def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> Job | None:
+    """Take the lease on a job if nobody holds a live one; None when it is done or taken."""
+    now = utcnow()
+    with db.write() as s:
+        result = s.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(
+                    Job.state.in_([JobState.QUEUED, JobState.PUBLISHED]),
+                    and_(Job.state == JobState.RUNNING, Job.lease_until < now),
+                ),
+                Job.attempts < Job.max_attempts,
+            )
+            .values(
+                state=JobState.RUNNING,
+                attempts=Job.attempts + 1,
+                lease_until=now + dt.timedelta(seconds=lease_seconds),
+                lease_owner=owner,
+            )
+        )
+        if result.rowcount != 1:
+            return None
+        return s.get(Job, job_id)
+
+
+def complete(db: Database, job_id: int, *, owner: str) -> None:
+    """Mark a job done (kept if another worker re-took it meanwhile: the work is idempotent)."""
+    with db.write() as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.RUNNING)
+            .values(state=JobState.DONE, finished_at=utcnow(), lease_until=None, last_error=None)
+        )
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Delay before retry number attempt: 2, 4, 8 … seconds, at most five minutes."""
+    return float(min(2**attempt, 300))
+
+
+def fail(db: Database, job_id: int, error: str, *, permanent: bool = False) -> JobState:
+    """Record a failed attempt: queue a retry with back-off, or mark the job failed for good."""
+    now = utcnow()
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state != JobState.RUNNING:
+            return job.state if job else JobState.FAILED
+        job.last_error = error[-4000:]
+        job.lease_until = None
+        if permanent or job.attempts >= job.max_attempts:
+            job.state = JobState.FAILED
+            job.finished_at = now
+        else:
+            job.state = JobState.QUEUED
+            job.published_at = None
+            job.not_before = now + dt.timedelta(seconds=backoff_seconds(job.attempts))
+        return job.state
+
+
+@dataclass(frozen=True, slots=True)
+class ReapResult:
+    """What one reaper pass changed."""
+
+    requeued: int
+    failed: int
+    republished: int
+
+
+def reap(db: Database, *, publish_timeout: float) -> ReapResult:
+    """Re-queue jobs whose worker died or whose message was lost; fail those out of attempts."""
+    now = utcnow()
+    with db.write() as s:
+        expired = and_(Job.state == JobState.RUNNING, Job.lease_until < now)
+        failed = s.execute(
+            update(Job)
+            .where(expired, Job.attempts >= Job.max_attempts)
+            .values(
+                state=JobState.FAILED,
+                finished_at=now,
+                lease_until=None,
+                last_error=func.coalesce(Job.last_error, "")
+                + "lease expired: the worker stopped before finishing (last attempt)",
+            )
+        ).rowcount
+        requeued = s.execute(
+            update(Job)
+            .where(expired)
+            .values(state=JobState.QUEUED, published_at=None, lease_until=None, not_before=now)
+        ).rowcount
+        stale = now - dt.timedelta(seconds=publish_timeout)
+        republished = s.execute(
+            update(Job)
+            .where(Job.state == JobState.PUBLISHED, Job.published_at < stale)
+            .values(state=JobState.QUEUED, published_at=None)
+        ).rowcount
+    return ReapResult(requeued=requeued, failed=failed, republished=republished)
+
+
+def retry_failed(db: Database, job_ids: list[int] | None = None) -> int:
+    """Queue failed jobs again with fresh attempts; all failed jobs when no IDs are given."""
+    with db.write() as s:
+        query = update(Job).where(Job.state == JobState.FAILED)
+        if job_ids is not None:
+            query = query.where(Job.id.in_(job_ids))
+        return s.execute(
+            query.values(
+                state=JobState.QUEUED,
+                attempts=0,
+                not_before=utcnow(),
+                published_at=None,
+                finished_at=None,
+            )
+        ).rowcount

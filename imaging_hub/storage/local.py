@@ -1,0 +1,133 @@
+"""Local file store: atomic durable writes (temp file, fsync, rename, fsync directory)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from imaging_hub.storage.base import StoredObject
+
+__all__ = ["LocalStore", "fsync_dir", "hash_file", "write_durably"]
+
+CHUNK = 1024 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry so that a rename or create in it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 hex digest and size of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _makedirs_durably(directory: Path, root: Path) -> None:
+    """Create directory and its parents up to root, fsyncing each new entry's parent."""
+    missing = []
+    current = directory
+    while not current.exists() and current != root:
+        missing.append(current)
+        current = current.parent
+    for new_dir in reversed(missing):
+        try:
+            new_dir.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(new_dir.parent)
+
+
+def write_durably(target: Path, source: BinaryIO, *, root: Path) -> tuple[str, int]:
+    """Write a stream to target atomically and durably; return its SHA-256 and size."""
+    _makedirs_durably(target.parent, root)
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        _unlink_if_exists(tmp_name)
+        raise
+    fsync_dir(target.parent)
+    return digest.hexdigest(), size
+
+
+def _unlink_if_exists(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
+
+
+class LocalStore:
+    """Objects as files under one root directory; keys are relative paths made by object_key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ValueError("storage key escapes the store")
+        return path
+
+    def put_file(self, key: str, source: Path, *, expected_sha256: str) -> StoredObject:
+        """Copy source durably under key; a no-op when key already holds the same bytes."""
+        target = self._path(key)
+        if target.exists():
+            sha, size = hash_file(target)
+            if sha == expected_sha256:
+                return StoredObject(key=key, size=size, sha256=sha, created=False)
+            raise FileExistsError(f"stored object {key} exists with other content")
+        with source.open("rb") as fh:
+            sha, size = write_durably(target, fh, root=self.root)
+        if sha != expected_sha256:
+            # The source changed under us; never keep a file whose name lies about its content.
+            target.unlink()
+            fsync_dir(target.parent)
+            raise OSError(f"content of {source} changed while it was stored")
+        return StoredObject(key=key, size=size, sha256=sha, created=True)
+
+    def open(self, key: str) -> BinaryIO:
+        """Open a stored object for reading."""
+        return self._path(key).open("rb")
+
+    def exists(self, key: str) -> bool:
+        """Tell whether key holds an object."""
+        return self._path(key).is_file()
+
+    def local_path(self, key: str) -> Path:
+        """The file that holds key."""
+        return self._path(key)
+
+    def iter_keys(self) -> Iterator[str]:
+        """Every stored object's key (temp files excluded)."""
+        for path in self.root.rglob("*.dcm"):
+            if not path.name.startswith("."):
+                yield path.relative_to(self.root).as_posix()
+
+    def free_bytes(self) -> int:
+        """Free space on the store's filesystem."""
+        return shutil.disk_usage(self.root).free

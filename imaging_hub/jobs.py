@@ -30,6 +30,7 @@ __all__ = [
     "enqueue",
     "fail",
     "reap",
+    "recent_jobs",
     "retry_failed",
     "unpublish",
 ]
@@ -223,3 +224,12 @@ def retry_failed(db: Database, job_ids: list[int] | None = None) -> int:
                 finished_at=None,
             )
         ).rowcount
+
+
+def recent_jobs(db: Database, *, state: str | None = None, limit: int = 50) -> list[Job]:
+    """The newest jobs, optionally only those in one state."""
+    with db.read() as s:
+        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(Job.state == state)
+        return list(s.execute(query).scalars())

@@ -1,0 +1,143 @@
+"""The ``imaging-hub`` command.
+
+The core defines the command group and the commands that need only the core (``db``, ``jobs``,
+``serve``). The front ends add their own commands (``scp``, ``api``, ``worker``) through the
+``imaging_hub.commands`` entry-point group, so the core never imports them.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+
+import click
+import structlog
+
+from imaging_hub.config import Settings, load_settings
+from imaging_hub.errors import ConfigError
+from imaging_hub.logging import configure_logging
+
+__all__ = ["main", "pass_settings"]
+
+log = structlog.get_logger(__name__)
+
+
+class HubGroup(click.Group):
+    """A command group that also lists the front ends' commands found as entry points."""
+
+    def _plugins(self) -> dict[str, EntryPoint]:
+        return {ep.name: ep for ep in entry_points(group="imaging_hub.commands")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-in and front-end commands, sorted."""
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A built-in command, or load a front end's command on first use."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        ep = self._plugins().get(cmd_name)
+        return ep.load() if ep is not None else None
+
+
+@click.group(cls=HubGroup)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML settings file (default: $HUB_CONFIG). Environment variables win over it.",
+)
+@click.version_option(package_name="imaging-hub")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """Imaging Hub: receive, index and serve DICOM studies for the whole clinic."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_level)
+    ctx.obj = settings
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@main.group()
+def db() -> None:
+    """Index database maintenance."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_settings
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Apply the schema migrations to the index database."""
+    from imaging_hub.db.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url, revision)
+    click.echo(f"index database is at revision {revision}")
+
+
+@main.group()
+def jobs() -> None:
+    """Inspect and retry background work."""
+
+
+@jobs.command("list")
+@click.option("--state", default=None, help="Only jobs in this state (queued, failed, …).")
+@click.option("--limit", default=50, show_default=True)
+@pass_settings
+def jobs_list(settings: Settings, state: str | None, limit: int) -> None:
+    """List recent jobs with their state and last error."""
+    from imaging_hub.hub import Hub
+    from imaging_hub.jobs import recent_jobs
+
+    hub = Hub.open(settings)
+    try:
+        for job in recent_jobs(hub.db, state=state, limit=limit):
+            error = (job.last_error or "").splitlines()[-1:] or [""]
+            click.echo(f"{job.id}\t{job.kind}\t{job.state}\t{job.attempts}\t{error[0]}")
+    finally:
+        hub.close()
+
+
+@jobs.command("retry")
+@click.argument("job_ids", nargs=-1, type=int)
+@pass_settings
+def jobs_retry(settings: Settings, job_ids: tuple[int, ...]) -> None:
+    """Queue failed jobs again (all failed jobs when no IDs are given)."""
+    from imaging_hub.hub import Hub
+    from imaging_hub.jobs import retry_failed
+
+    hub = Hub.open(settings)
+    try:
+        count = retry_failed(hub.db, list(job_ids) or None)
+    finally:
+        hub.close()
+    click.echo(f"{count} job(s) queued again")
+
+
+@main.command()
+@pass_settings
+def serve(settings: Settings) -> None:
+    """Run everything on this machine: receiver, API and a worker (embedded by default)."""
+    from imaging_hub.db.migrate import upgrade
+    from imaging_hub.supervisor import Supervisor
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    base = [sys.executable, "-m", "imaging_hub"]
+    if settings.config is not None:
+        base += ["--config", str(settings.config)]
+    supervisor = Supervisor(
+        {name: [*base, name] for name in ("scp", "api", "worker")},
+        env={"HUB_DATA_DIR": str(settings.data_dir.resolve())},
+    )
+    click.echo(
+        f"Imaging Hub: DICOM {settings.dicom_aet}@{settings.dicom_host}:{settings.dicom_port}, "
+        f"HTTP http://{settings.http_host}:{settings.http_port}/, data in {settings.data_dir}"
+    )
+    sys.exit(supervisor.run())

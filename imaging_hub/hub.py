@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from imaging_hub.config import Settings
 from imaging_hub.db.engine import Database
+from imaging_hub.db.migrate import require_current
 from imaging_hub.storage.local import LocalStore
 
 __all__ = ["Hub"]
@@ -20,9 +21,15 @@ class Hub:
     store: LocalStore
 
     @classmethod
-    def open(cls, settings: Settings) -> Hub:
-        """Open the data dir, the index database and the store described by settings."""
+    def open(cls, settings: Settings, *, check_schema: bool = False) -> Hub:
+        """Open the data dir, the index database and the store described by settings.
+
+        With check_schema, refuse (ConfigError) an index that is not migrated to the newest
+        revision, so that a long-running process fails at start rather than on every request.
+        """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if check_schema:
+            require_current(settings.resolved_database_url)
         return cls(
             settings=settings,
             db=Database(settings.resolved_database_url),

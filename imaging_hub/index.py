@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import distinct, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -220,8 +221,9 @@ def index_stored_file(hub: Hub, stored_file_id: int) -> None:
     try:
         ds = dcmread(path, stop_before_pixels=True)
         keys = extract_keys(ds)
-    except InvalidDicom as exc:
-        raise PermanentError(str(exc)) from exc
+    except (InvalidDicom, InvalidDicomError) as exc:
+        # The stored original cannot be read: retrying will not help.
+        raise PermanentError(f"stored file {stored_file_id} is unreadable: {exc}") from exc
     with hub.db.write() as s:
         stored = s.get(StoredFile, stored_file_id)
         assert stored is not None

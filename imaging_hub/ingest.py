@@ -187,7 +187,7 @@ def _store(
             ).scalar_one()
         return _result(IngestStatus.DUPLICATE, header, row_id, size)
     status = IngestStatus.NEW_VERSION if versions else IngestStatus.STORED
-    log.info("instance_stored", sop_instance_uid=uid, bytes=size, source=source, status=status)
+    log.info("instance_stored", sop_instance_uid=uid, bytes=size, source=source, status=str(status))
     return _result(status, header, row_id, size)
 
 

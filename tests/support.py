@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import dcmread
@@ -15,6 +22,9 @@ def testdata(name: str) -> Path:
     path = get_testdata_file(name)
     assert path is not None, name
     return Path(path)
+
+
+testdata.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 def free_port() -> int:
@@ -49,6 +59,124 @@ def make_instances(
         ds.PatientID = patient_id
         ds.PatientName = patient_name
         path = out_dir / f"{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def wait_for_port(port: int, *, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    """Wait until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll predicate until it is true or timeout passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+class HubProcess:
+    """One ``imaging-hub`` command run as a real child process, logging to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> HubProcess:
+        """Start the command in its own process group."""
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "imaging_hub", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the command and its children)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait; SIGKILL what is left after timeout. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stray grandchildren
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        """What the process wrote so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def storescu(port: int, *files: Path, aec: str = "IMAGING_HUB", aet: str = "STORESCU") -> str:
+    """Send files with dcmtk's storescu; raises with its output when it fails."""
+    result = subprocess.run(
+        ["storescu", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"storescu failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stderr
+
+
+def make_study(
+    out_dir: Path,
+    count: int = 1,
+    *,
+    template: str = "CT_small.dcm",
+    study_uid: str | None = None,
+    series_per_study: int = 1,
+    **attributes: object,
+) -> list[Path]:
+    """Write count new instances of one study from a test file, with attributes set by keyword.
+
+    ``make_study(d, 2, PatientID="P1", StudyDate="20240310", Modality="MR")``; UTF-8 is declared
+    so that any name can be used.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = dcmread(testdata(template))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    study_uid = study_uid or generate_uid()
+    series_uids = [generate_uid() for _ in range(series_per_study)]
+    paths = []
+    for i in range(count):
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uids[i % series_per_study]
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        path = out_dir / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

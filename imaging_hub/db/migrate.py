@@ -6,8 +6,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-__all__ = ["alembic_config", "upgrade"]
+from imaging_hub.db.engine import make_engine
+from imaging_hub.errors import ConfigError
+
+__all__ = ["alembic_config", "current_revision", "require_current", "upgrade"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -23,3 +28,24 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database schema up to the given revision (default: the newest)."""
     command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The schema revision the database is at (None for an empty database)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def require_current(url: str) -> None:
+    """Raise ConfigError unless the database schema is at the newest revision."""
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    found = current_revision(url)
+    if found != head:
+        raise ConfigError(
+            f"the index database is at revision {found or 'none'}, not {head}: "
+            "run `imaging-hub db upgrade` first"
+        )

@@ -1,0 +1,1 @@
+"""DICOM receiver (and later query/retrieve) SCP built on pynetdicom and the hub core."""

@@ -1,0 +1,75 @@
+"""The receiver: a pynetdicom AE that accepts every storage SOP class in every transfer syntax."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import structlog
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    _config,
+    evt,
+)
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_scp.handlers import handle_echo, handle_store
+from imaging_hub.config import Settings, UnknownAetPolicy
+from imaging_hub.hub import Hub
+
+__all__ = ["build_ae", "configure_pynetdicom", "start"]
+
+log = structlog.get_logger(__name__)
+
+
+def configure_pynetdicom(settings: Settings) -> None:
+    """Process-wide pynetdicom options: receive to disk, and never log identifiers (PHI)."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    # Received datasets are spooled next to the store, so large files never sit in memory.
+    incoming = settings.data_dir / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(incoming)
+
+
+def build_ae(settings: Settings) -> AE:
+    """An AE with the hub's title, limits and supported contexts."""
+    ae = AE(ae_title=settings.dicom_aet)
+    ae.maximum_pdu_size = settings.dicom_max_pdu
+    ae.maximum_associations = settings.dicom_max_associations
+    ae.network_timeout = settings.dicom_idle_timeout
+    ae.acse_timeout = 30
+    ae.dimse_timeout = settings.dicom_idle_timeout
+    ae.require_called_aet = True
+    if settings.dicom_unknown_aets == UnknownAetPolicy.REFUSE:
+        # An empty list would mean "anyone"; a refusing hub with no known node refuses all.
+        ae.require_calling_aet = [n.aet for n in settings.dicom_nodes] or ["\x00"]
+    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    return ae
+
+
+def start(hub: Hub, *, block: bool = True) -> ThreadedAssociationServer | None:
+    """Listen for associations; returns the server when not blocking."""
+    settings = hub.settings
+    configure_pynetdicom(settings)
+    ae = build_ae(settings)
+    handlers: list[Any] = [
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [hub]),
+    ]
+    log.info(
+        "scp_listening",
+        aet=settings.dicom_aet,
+        host=settings.dicom_host,
+        port=settings.dicom_port,
+    )
+    return ae.start_server(
+        (settings.dicom_host, settings.dicom_port), block=block, evt_handlers=handlers
+    )

@@ -1,0 +1,82 @@
+"""Storage contract: every ObjectStore backend must pass these (local files today)."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from imaging_hub.errors import InvalidUid
+from imaging_hub.storage import LocalStore, ObjectStore, object_key
+
+
+@pytest.fixture(params=["local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    return LocalStore(tmp_path / "store")
+
+
+def _file(tmp_path: Path, content: bytes) -> tuple[Path, str]:
+    path = tmp_path / "src.bin"
+    path.write_bytes(content)
+    return path, hashlib.sha256(content).hexdigest()
+
+
+def test_put_then_read_back(store: ObjectStore, tmp_path: Path) -> None:
+    src, sha = _file(tmp_path, b"DICM" * 1000)
+    key = object_key("1.2.3", "1.2.3.4", "1.2.3.4.5", sha)
+    stored = store.put_file(key, src, expected_sha256=sha)
+    assert stored.created and stored.size == 4000 and stored.sha256 == sha
+    with store.open(key) as fh:
+        assert fh.read() == b"DICM" * 1000
+    assert store.exists(key)
+    assert list(store.iter_keys()) == [key]
+
+
+def test_same_bytes_again_is_a_noop(store: ObjectStore, tmp_path: Path) -> None:
+    src, sha = _file(tmp_path, b"abc")
+    key = object_key("1.2", "1.3", "1.4", sha)
+    store.put_file(key, src, expected_sha256=sha)
+    again = store.put_file(key, src, expected_sha256=sha)
+    assert not again.created
+
+
+def test_existing_object_is_never_overwritten(store: ObjectStore, tmp_path: Path) -> None:
+    src, sha = _file(tmp_path, b"original")
+    key = object_key("1.2", "1.3", "1.4", sha)
+    store.put_file(key, src, expected_sha256=sha)
+    other, other_sha = _file(tmp_path, b"tampered")
+    store.put_file(key, other, expected_sha256=sha)  # a caller lying about the hash
+    with pytest.raises(FileExistsError):  # a key whose object differs from the claim
+        store.put_file(key, other, expected_sha256=other_sha)
+    with store.open(key) as fh:
+        assert fh.read() == b"original"
+
+
+def test_hash_mismatch_leaves_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    src, _ = _file(tmp_path, b"content")
+    wrong = "0" * 64
+    key = object_key("1.2", "1.3", "1.4", wrong)
+    with pytest.raises(OSError, match="changed"):
+        store.put_file(key, src, expected_sha256=wrong)
+    assert not store.exists(key)
+    assert list(store.iter_keys()) == []
+
+
+def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    src, sha = _file(tmp_path, b"x" * 10)
+    key = object_key("1.2", "1.3", "1.4", sha)
+    store.put_file(key, src, expected_sha256=sha)
+    leftovers = [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".incoming")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "1.2/../..", "", "1.2.x"])
+def test_keys_are_derived_from_valid_uids_only(bad: str) -> None:
+    with pytest.raises(InvalidUid):
+        object_key(bad, "1.2", "1.3", "0" * 64)
+
+
+def test_store_refuses_a_key_outside_its_root(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(ValueError, match="escapes"):
+        store.exists("../outside.dcm")

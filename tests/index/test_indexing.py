@@ -1,0 +1,134 @@
+"""Indexing: patient identity, study/series/instance rows, aggregates, idempotence, versions."""
+
+from pathlib import Path
+
+from pydicom import dcmread
+from sqlalchemy import func, select
+
+from imaging_hub.db.models import (
+    IdentityLinkEvent,
+    Instance,
+    JobState,
+    LinkState,
+    PatientRecord,
+    Series,
+    SourceIdentity,
+    StoredFile,
+    StoredFileState,
+    Study,
+)
+from imaging_hub.hub import Hub
+from imaging_hub.index import index_stored_file
+from imaging_hub.ingest import store_instance
+from imaging_hub.jobs import claim_for_publish, recent_jobs
+from imaging_hub.work import JobOutcome, run_job
+from tests.support import make_instances, testdata
+
+
+def _run_all(hub: Hub) -> list[str]:
+    return [run_job(hub, job_id, owner="test") for job_id, _ in claim_for_publish(hub.db)]
+
+
+def test_index_ct_small(hub: Hub) -> None:
+    store_instance(hub, testdata("CT_small.dcm"), source="test")
+    assert _run_all(hub) == [JobOutcome.DONE]
+    with hub.db.read() as s:
+        study = s.execute(select(Study)).scalar_one()
+        identity = s.get(SourceIdentity, study.source_identity_id)
+        series = s.execute(select(Series)).scalar_one()
+        instance = s.execute(select(Instance)).scalar_one()
+        events = s.execute(select(IdentityLinkEvent)).scalars().all()
+    assert study.modalities_in_study == "\\CT\\"
+    assert (study.num_series, study.num_instances, series.num_instances) == (1, 1, 1)
+    assert str(study.study_date) == "2004-01-19"
+    assert identity.patient_id == "1CT1" and identity.name_norm == "COMPRESSEDSAMPLES^CT1"
+    assert identity.link_state == LinkState.NEW
+    assert [(e.state, e.patient_record_id) for e in events] == [
+        (LinkState.NEW, identity.patient_record_id)
+    ]
+    assert instance.rows == 128 and instance.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
+    assert "7FE00010" not in instance.dicom_json
+
+
+def test_aggregates_over_several_series_and_modalities(hub: Hub, tmp_path: Path) -> None:
+    study_uid = "1.2.826.0.1.3680043.8.498.1"
+    paths = make_instances(tmp_path / "ct", 4, study_uid=study_uid, series_per_study=2)
+    mr = make_instances(tmp_path / "mr", 3, template="MR_small.dcm", study_uid=study_uid)
+    for p in paths + mr:
+        store_instance(hub, p, source="test")
+    assert set(_run_all(hub)) == {JobOutcome.DONE}
+    with hub.db.read() as s:
+        study = s.execute(select(Study).where(Study.study_uid == study_uid)).scalar_one()
+    assert (study.num_series, study.num_instances) == (3, 7)
+    assert study.modalities_in_study == "\\CT\\MR\\"
+
+
+def test_indexing_twice_changes_nothing(hub: Hub) -> None:
+    result = store_instance(hub, testdata("CT_small.dcm"), source="test")
+    _run_all(hub)
+    index_stored_file(hub, result.stored_file_id)
+    index_stored_file(hub, result.stored_file_id)
+    with hub.db.read() as s:
+        counts = [
+            s.execute(select(func.count()).select_from(m)).scalar_one()
+            for m in (PatientRecord, SourceIdentity, Study, Series, Instance, IdentityLinkEvent)
+        ]
+        study = s.execute(select(Study)).scalar_one()
+    assert counts == [1, 1, 1, 1, 1, 1]
+    assert study.num_instances == 1
+
+
+def test_same_patient_id_other_demographics_is_another_identity(hub: Hub, tmp_path: Path) -> None:
+    a = make_instances(tmp_path / "a", 1, patient_id="SHARED", patient_name="Doe^Jane")
+    b = make_instances(tmp_path / "b", 1, patient_id="SHARED", patient_name="Roe^Richard")
+    for p in a + b:
+        store_instance(hub, p, source="test")
+    _run_all(hub)
+    with hub.db.read() as s:
+        identities = s.execute(select(SourceIdentity)).scalars().all()
+    assert len(identities) == 2
+    assert len({i.patient_record_id for i in identities}) == 2
+
+
+def test_newest_version_wins_and_old_file_is_kept(hub: Hub, tmp_path: Path) -> None:
+    first = store_instance(hub, testdata("CT_small.dcm"), source="test")
+    ds = dcmread(testdata("CT_small.dcm"))
+    ds.InstanceNumber = 99
+    variant = tmp_path / "v2.dcm"
+    ds.save_as(variant)
+    second = store_instance(hub, variant, source="test")
+    _run_all(hub)
+    with hub.db.read() as s:
+        instance = s.execute(select(Instance)).scalar_one()
+        old = s.get(StoredFile, first.stored_file_id)
+        new = s.get(StoredFile, second.stored_file_id)
+    assert instance.stored_file_id == second.stored_file_id
+    assert instance.instance_number == 99
+    assert (old.state, new.state) == (StoredFileState.SUPERSEDED, StoredFileState.INDEXED)
+    assert hub.store.exists(old.path) and hub.store.exists(new.path)
+
+
+def test_out_of_order_indexing_still_keeps_the_newest(hub: Hub, tmp_path: Path) -> None:
+    first = store_instance(hub, testdata("CT_small.dcm"), source="test")
+    ds = dcmread(testdata("CT_small.dcm"))
+    ds.InstanceNumber = 7
+    variant = tmp_path / "v2.dcm"
+    ds.save_as(variant)
+    second = store_instance(hub, variant, source="test")
+    index_stored_file(hub, second.stored_file_id)
+    index_stored_file(hub, first.stored_file_id)  # the older version arrives late
+    with hub.db.read() as s:
+        instance = s.execute(select(Instance)).scalar_one()
+    assert instance.stored_file_id == second.stored_file_id
+
+
+def test_unreadable_stored_file_fails_visibly(hub: Hub) -> None:
+    result = store_instance(hub, testdata("CT_small.dcm"), source="test")
+    with hub.db.read() as s:
+        path = hub.store.local_path(s.get(StoredFile, result.stored_file_id).path)
+    path.chmod(0o644)
+    path.write_bytes(b"corrupted on disk")
+    assert _run_all(hub) == [JobOutcome.FAILED]
+    (job,) = recent_jobs(hub.db)
+    assert job.state == JobState.FAILED
+    assert "PermanentError" in (job.last_error or "")

@@ -1,0 +1,57 @@
+"""The ``imaging-hub worker`` command: a Celery worker plus the relay and reaper."""
+
+from __future__ import annotations
+
+import click
+from celery import signals
+
+from imaging_hub.cli import pass_settings
+from imaging_hub.config import Settings
+from imaging_hub.errors import ConfigError
+from imaging_hub.hub import Hub
+from workers.app import QUEUES, make_celery
+from workers.relay import Relay
+from workers.tasks import register_tasks
+
+__all__ = ["worker"]
+
+
+@click.command()
+@click.option("--queues", default=",".join(QUEUES), show_default=True, help="Queues to consume.")
+@click.option("--concurrency", type=int, default=None, help="Worker processes (default: setting).")
+@click.option("--relay/--no-relay", default=True, show_default=True, help="Also run the relay.")
+@pass_settings
+def worker(settings: Settings, queues: str, concurrency: int | None, relay: bool) -> None:
+    """Run a worker that executes jobs (and, by default, the relay and reaper)."""
+    try:
+        Hub.open(settings, check_schema=True).close()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    app = make_celery(settings)
+    register_tasks(app, settings)
+    relay_thread: list[Relay] = []
+
+    @signals.worker_ready.connect(weak=False)
+    def _start_relay(**_: object) -> None:
+        if relay:
+            thread = Relay(Hub.open(settings), app)
+            thread.start()
+            relay_thread.append(thread)
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _stop_relay(**_: object) -> None:
+        for thread in relay_thread:
+            thread.stop()
+
+    argv = [
+        "worker",
+        f"--queues={queues}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+        "--pool=prefork",
+    ]
+    if settings.embedded_broker:
+        argv.append("--without-heartbeat")
+    app.worker_main(argv)

@@ -1,0 +1,46 @@
+"""The one task: run a job of the job table by its ID."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import structlog
+from celery import Celery
+
+from imaging_hub.config import Settings
+from imaging_hub.hub import Hub
+from imaging_hub.work import run_job
+from workers.app import TASK_NAME
+
+__all__ = ["register_tasks"]
+
+log = structlog.get_logger(__name__)
+
+
+class _ProcessHub:
+    """One Hub per process, opened on first use (so that forked pool children get their own)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._hub: Hub | None = None
+        self._pid = 0
+
+    def get(self) -> Hub:
+        pid = os.getpid()
+        if self._hub is None or self._pid != pid:
+            self._hub = Hub.open(self.settings)
+            self._pid = pid
+        return self._hub
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register run_job on app; tasks take a job ID and call the core, nothing more."""
+    hubs = _ProcessHub(settings)
+    owner_prefix = socket.gethostname()
+
+    @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
+    def run_job_task(job_id: int) -> str:
+        outcome = run_job(hubs.get(), int(job_id), owner=f"{owner_prefix}:{os.getpid()}")
+        log.info("job_run", job_id=job_id, outcome=outcome)
+        return outcome

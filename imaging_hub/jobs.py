@@ -119,7 +119,10 @@ def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> J
             .where(
                 Job.id == job_id,
                 or_(
-                    Job.state.in_([JobState.QUEUED, JobState.PUBLISHED]),
+                    and_(
+                        Job.state.in_([JobState.QUEUED, JobState.PUBLISHED]),
+                        Job.not_before <= now,
+                    ),
                     and_(Job.state == JobState.RUNNING, Job.lease_until < now),
                 ),
                 Job.attempts < Job.max_attempts,

@@ -135,10 +135,17 @@ class HubProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def storescu(port: int, *files: Path, aec: str = "IMAGING_HUB", aet: str = "STORESCU") -> str:
+def storescu(
+    port: int,
+    *files: Path,
+    aec: str = "IMAGING_HUB",
+    aet: str = "STORESCU",
+    extra: list[str] | None = None,
+) -> str:
     """Send files with dcmtk's storescu; raises with its output when it fails."""
     result = subprocess.run(
-        ["storescu", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *map(str, files)],
+        ["storescu", *(extra or []), "-aet", aet, "-aec", aec, "127.0.0.1", str(port)]
+        + [str(f) for f in files],
         capture_output=True,
         text=True,
         timeout=300,
@@ -180,3 +187,11 @@ def make_study(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The encoded dataset of a Part 10 file, without preamble and file meta (PS3.10 7.1)."""
+    data = path.read_bytes()
+    assert data[128:132] == b"DICM", path
+    group_length = int.from_bytes(data[140:144], "little")  # (0002,0000) UL, explicit VR LE
+    return data[144 + group_length :]

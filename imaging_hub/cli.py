@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import structlog
@@ -18,7 +19,10 @@ from imaging_hub.config import Settings, load_settings
 from imaging_hub.errors import ConfigError
 from imaging_hub.logging import configure_logging
 
-__all__ = ["main", "pass_settings"]
+if TYPE_CHECKING:
+    from imaging_hub.hub import Hub
+
+__all__ = ["main", "open_checked_hub", "pass_settings"]
 
 log = structlog.get_logger(__name__)
 
@@ -141,3 +145,13 @@ def serve(settings: Settings) -> None:
         f"HTTP http://{settings.http_host}:{settings.http_port}/, data in {settings.data_dir}"
     )
     sys.exit(supervisor.run())
+
+
+def open_checked_hub(settings: Settings) -> Hub:
+    """Open the hub for a long-running command; exit with a clear message if it cannot start."""
+    from imaging_hub.hub import Hub
+
+    try:
+        return Hub.open(settings, check_schema=True)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

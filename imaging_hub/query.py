@@ -7,11 +7,12 @@ query values as a client sent them, so QIDO-RS, C-FIND and the REST API share on
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from imaging_hub.db.models import SourceIdentity, Study
@@ -73,6 +74,7 @@ _MODALITIES = tag_of("ModalitiesInStudy")
 _NUM_SERIES = tag_of("NumberOfStudyRelatedSeries")
 _NUM_INSTANCES = tag_of("NumberOfStudyRelatedInstances")
 _AVAILABILITY = tag_of("InstanceAvailability")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 #: Never returned: DICOM JSON is always UTF-8 (PS3.18 F.2.1), the received charset is moot.
 _CHARSET = tag_of("SpecificCharacterSet")
 
@@ -99,6 +101,10 @@ class StudyFilters:
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """The SQL conditions these filters stand for; raises ValueError or InvalidUid."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and _CONTROL_RE.search(value):
+                raise ValueError(f"{f.name}: control characters are not allowed in a query")
         built = [
             string_condition(SourceIdentity.patient_id, self.patient_id),
             string_condition(SourceIdentity.issuer, self.issuer_of_patient_id),
@@ -146,20 +152,6 @@ class StudyRow:
     study_json: dict[str, Any]
 
 
-def _query(filters: StudyFilters) -> Select[tuple[Study, SourceIdentity]]:
-    """The SELECT of studies and their source identities matching filters, in result order."""
-    return (
-        select(Study, SourceIdentity)
-        .join(SourceIdentity, Study.source_identity_id == SourceIdentity.id)
-        .where(*filters.conditions())
-        .order_by(
-            Study.study_date.desc().nulls_last(),
-            Study.study_time.desc().nulls_last(),
-            Study.id,
-        )
-    )
-
-
 def _row(study: Study, identity: SourceIdentity) -> StudyRow:
     """Copy what a result needs out of the ORM objects."""
     return StudyRow(
@@ -193,7 +185,18 @@ def search_studies(
     """
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must not be negative")
-    query = _query(filters).limit(limit).offset(offset)
+    query = (
+        select(Study, SourceIdentity)
+        .join(SourceIdentity, Study.source_identity_id == SourceIdentity.id)
+        .where(*filters.conditions())
+        .order_by(
+            Study.study_date.desc().nulls_last(),
+            Study.study_time.desc().nulls_last(),
+            Study.id,
+        )
+        .limit(limit)
+        .offset(offset)
+    )
     return [_row(study, identity) for study, identity in session.execute(query)]
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 from celery import signals
 
-from imaging_hub.cli import pass_settings
+from imaging_hub.cli import open_checked_hub, pass_settings
 from imaging_hub.config import Settings
-from imaging_hub.errors import ConfigError
 from imaging_hub.hub import Hub
 from workers.app import QUEUES, make_celery
 from workers.relay import Relay
@@ -20,13 +19,19 @@ __all__ = ["worker"]
 @click.option("--queues", default=",".join(QUEUES), show_default=True, help="Queues to consume.")
 @click.option("--concurrency", type=int, default=None, help="Worker processes (default: setting).")
 @click.option("--relay/--no-relay", default=True, show_default=True, help="Also run the relay.")
+@click.option(
+    "--pool",
+    type=click.Choice(["threads", "prefork"]),
+    default="threads",
+    show_default=True,
+    help="threads: light, stops quickly; prefork: one process per slot, for CPU-heavy queues.",
+)
 @pass_settings
-def worker(settings: Settings, queues: str, concurrency: int | None, relay: bool) -> None:
+def worker(
+    settings: Settings, queues: str, concurrency: int | None, relay: bool, pool: str
+) -> None:
     """Run a worker that executes jobs (and, by default, the relay and reaper)."""
-    try:
-        Hub.open(settings, check_schema=True).close()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    open_checked_hub(settings).close()
     app = make_celery(settings)
     register_tasks(app, settings)
     relay_thread: list[Relay] = []
@@ -50,7 +55,7 @@ def worker(settings: Settings, queues: str, concurrency: int | None, relay: bool
         f"--loglevel={settings.log_level}",
         "--without-gossip",
         "--without-mingle",
-        "--pool=prefork",
+        f"--pool={pool}",
     ]
     if settings.embedded_broker:
         argv.append("--without-heartbeat")

@@ -76,7 +76,7 @@ def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_bad_aet_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUB_DICOM_AET", "A_TITLE_FAR_TOO_LONG")
-    with pytest.raises(ConfigError, match="HUB_DICOM_AET.*16"):
+    with pytest.raises(ConfigError, match=r"HUB_DICOM_AET.*16"):
         load_settings()
 
 

@@ -14,6 +14,8 @@ from imaging_hub.config import Settings
 from imaging_hub.db.migrate import upgrade
 from imaging_hub.hub import Hub
 
+pytest_plugins = ["tests.processes"]
+
 PG_ADMIN_DSN = os.environ.get("HUB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -78,7 +78,7 @@ def test_store_is_durable_and_byte_exact(running: Hub) -> None:
     original = dcmread(src)
     assert kept.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     # storescu drops the trailing padding item (FFFC,FFFC); every other element arrives.
-    assert list(kept.keys()) == [t for t in original if t != 0xFFFCFFFC]
+    assert list(kept.keys()) == [e.tag for e in original if e.tag != 0xFFFCFFFC]
     assert kept.PixelData == original.PixelData
 
 

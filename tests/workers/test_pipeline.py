@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 
 from imaging_hub.db.models import Instance, Job, JobState, StoredFile, StoredFileState, Study
 from imaging_hub.hub import Hub
+from tests.processes import Deployment
 from tests.support import make_instances, storescu, wait_for_port, wait_until
-from tests.workers.conftest import Deployment
 
 pytestmark = [pytest.mark.dcmtk, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Fixtures for tests that run the hub's parts as real processes."""
+"""Fixtures for tests that run the hub's parts as real processes (a pytest plugin)."""
 
 from __future__ import annotations
 

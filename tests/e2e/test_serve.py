@@ -1,0 +1,95 @@
+"""End to end: `imaging-hub serve` (embedded) and separate scp/api/worker processes (scale-out)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import Deployment
+from tests.support import free_port, storescu, testdata, wait_for_port, wait_until
+
+pytestmark = [pytest.mark.dcmtk, pytest.mark.slow]
+
+CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; it only waits for its parent to collect it.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _study_visible(base: str) -> bool:
+    response = httpx.get(f"{base}/dicomweb/studies", params={"StudyInstanceUID": CT_STUDY})
+    return response.status_code == 200 and len(response.json()) == 1
+
+
+def test_serve_with_no_configuration(tmp_path: Path) -> None:
+    """serve creates ./hub-data, receives, indexes, serves; Ctrl-C stops every child."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    # Only the listening address is set: test servers must stay on the loopback interface.
+    env["HUB_DICOM_HOST"] = "127.0.0.1"
+    for port in (11112, 8000):
+        with pytest.raises(TimeoutError):
+            wait_for_port(port, timeout=0.2)  # the default ports must be free for this test
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imaging_hub", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(11112, timeout=60)
+        wait_for_port(8000, timeout=60)
+        assert (tmp_path / "hub-data" / "index.sqlite").exists()
+        storescu(11112, testdata("CT_small.dcm"))
+        acknowledged = time.monotonic()
+        assert wait_until(lambda: _study_visible("http://127.0.0.1:8000"), timeout=2.0), (
+            tmp_path / "serve.log"
+        ).read_text()[-4000:]
+        print(f"study visible {time.monotonic() - acknowledged:.2f} s after storescu returned")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        log.close()
+    output = (tmp_path / "serve.log").read_text()
+    pids = [int(p) for p in re.findall(r"event='child_started' child='\w+' pid=(\d+)", output)]
+    assert len(pids) == 3, output[-3000:]
+    assert code == 0
+    assert wait_until(lambda: not any(_alive(p) for p in pids), timeout=10)
+
+
+def test_scale_out_processes(
+    deploy: Callable[..., Deployment], pg_url: str, redis_url: str
+) -> None:
+    """scp, api and worker as separate processes on PostgreSQL and Redis."""
+    d = deploy(pg_url, redis_url)
+    http_port = free_port()
+    d.env["HUB_HTTP_PORT"] = str(http_port)
+    d.start("worker")
+    d.start("api")
+    d.start("scp")
+    wait_for_port(d.settings.dicom_port)
+    wait_for_port(http_port)
+    base = f"http://127.0.0.1:{http_port}"
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["broker"] == "ok"
+    storescu(d.settings.dicom_port, testdata("CT_small.dcm"))
+    assert wait_until(lambda: _study_visible(base), timeout=2.0), d.logs()
+    (study,) = httpx.get(f"{base}/api/studies").json()
+    assert study["study_uid"] == CT_STUDY and study["num_instances"] == 1

@@ -40,6 +40,7 @@ debian-test:
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict imaging_hub
 
 format:
 	$(BIN)/ruff format .

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from imaging_hub.db.engine import Database
 from imaging_hub.db.models import Job, JobState, utcnow
@@ -50,6 +52,13 @@ KIND_QUEUES: dict[str, str] = {
 
 class PermanentError(Exception):
     """A job failed in a way that retrying cannot fix (e.g. the input is unreadable)."""
+
+
+def _changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE and return how many rows it changed."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def enqueue(
@@ -114,7 +123,8 @@ def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> J
     """Take the lease on a job if nobody holds a live one; None when it is done or taken."""
     now = utcnow()
     with db.write() as s:
-        result = s.execute(
+        changed = _changed(
+            s,
             update(Job)
             .where(
                 Job.id == job_id,
@@ -132,9 +142,9 @@ def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> J
                 attempts=Job.attempts + 1,
                 lease_until=now + dt.timedelta(seconds=lease_seconds),
                 lease_owner=owner,
-            )
+            ),
         )
-        if result.rowcount != 1:
+        if changed != 1:
             return None
         return s.get(Job, job_id)
 
@@ -187,28 +197,31 @@ def reap(db: Database, *, publish_timeout: float) -> ReapResult:
     now = utcnow()
     with db.write() as s:
         expired = and_(Job.state == JobState.RUNNING, Job.lease_until < now)
-        failed = s.execute(
+        failed = _changed(
+            s,
             update(Job)
             .where(expired, Job.attempts >= Job.max_attempts)
             .values(
                 state=JobState.FAILED,
                 finished_at=now,
                 lease_until=None,
-                last_error=func.coalesce(Job.last_error, "")
+                last_error=func.coalesce(Job.last_error + "; ", "")
                 + "lease expired: the worker stopped before finishing (last attempt)",
-            )
-        ).rowcount
-        requeued = s.execute(
+            ),
+        )
+        requeued = _changed(
+            s,
             update(Job)
             .where(expired)
-            .values(state=JobState.QUEUED, published_at=None, lease_until=None, not_before=now)
-        ).rowcount
+            .values(state=JobState.QUEUED, published_at=None, lease_until=None, not_before=now),
+        )
         stale = now - dt.timedelta(seconds=publish_timeout)
-        republished = s.execute(
+        republished = _changed(
+            s,
             update(Job)
             .where(Job.state == JobState.PUBLISHED, Job.published_at < stale)
-            .values(state=JobState.QUEUED, published_at=None)
-        ).rowcount
+            .values(state=JobState.QUEUED, published_at=None),
+        )
     return ReapResult(requeued=requeued, failed=failed, republished=republished)
 
 
@@ -218,15 +231,16 @@ def retry_failed(db: Database, job_ids: list[int] | None = None) -> int:
         query = update(Job).where(Job.state == JobState.FAILED)
         if job_ids is not None:
             query = query.where(Job.id.in_(job_ids))
-        return s.execute(
+        return _changed(
+            s,
             query.values(
                 state=JobState.QUEUED,
                 attempts=0,
                 not_before=utcnow(),
                 published_at=None,
                 finished_at=None,
-            )
-        ).rowcount
+            ),
+        )
 
 
 def recent_jobs(db: Database, *, state: str | None = None, limit: int = 50) -> list[Job]:

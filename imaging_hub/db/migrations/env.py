@@ -12,6 +12,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     """Run the migrations inside one transaction (SQLite: BEGIN IMMEDIATE)."""
     url = config.get_main_option("sqlalchemy.url")
+    assert url, "imaging_hub.db.migrate sets sqlalchemy.url"
     engine = make_engine(url, immediate=True)
     with engine.connect() as connection:
         context.configure(

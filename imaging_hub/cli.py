@@ -124,6 +124,30 @@ def jobs_retry(settings: Settings, job_ids: tuple[int, ...]) -> None:
     click.echo(f"{count} job(s) queued again")
 
 
+@main.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@pass_settings
+def import_(settings: Settings, paths: tuple[Path, ...]) -> None:
+    """Import folders, DICOMDIR media and zip files (e.g. outside CDs) into the hub."""
+    from imaging_hub.importer import collect, import_items
+
+    hub = open_checked_hub(settings)
+    try:
+        items = collect(list(paths))
+        with click.progressbar(length=len(items), label="Importing", show_pos=True) as bar:
+            summary = import_items(hub, items, progress=lambda _item: bar.update(1))
+    finally:
+        hub.close()
+    click.echo(
+        f"{summary.stored} stored, {summary.duplicates} already present, "
+        f"{summary.skipped} not DICOM, {len(summary.rejected)} rejected"
+    )
+    for label, reason in summary.rejected:
+        click.echo(f"rejected {label}: {reason}", err=True)
+    if summary.rejected:
+        sys.exit(1)
+
+
 @main.command()
 @pass_settings
 def serve(settings: Settings) -> None:

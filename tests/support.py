@@ -149,6 +149,7 @@ def storescu(
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "TCP_NODELAY": "1"},  # dcmtk keeps Nagle's algorithm on otherwise
     )
     if result.returncode != 0:
         raise AssertionError(f"storescu failed ({result.returncode}): {result.stderr[-2000:]}")

@@ -31,7 +31,7 @@ def _embedded_broker(settings: Settings) -> dict[str, object]:
             "data_folder_out": str(root / "messages"),
             "control_folder": str(root / "control"),
             "store_processed": False,
-            "polling_interval": 0.1,
+            "polling_interval": 0.05,
         },
         "worker_enable_remote_control": False,
     }
@@ -53,7 +53,10 @@ def make_celery(settings: Settings) -> Celery:
         broker,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        # A worker reserves a few messages per slot: the file broker hands out messages only
+        # between polls, so a slot that waited for the next poll would idle. A message held by
+        # a worker that dies is re-published by the reaper from the job table.
+        worker_prefetch_multiplier=8,
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],

@@ -121,7 +121,8 @@ def run_hub(work: Path, files: list[Path]) -> tuple[float, float]:
         return received, indexed
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.wait()
 

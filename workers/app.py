@@ -19,14 +19,16 @@ QUEUES = (FAST, SLOW)
 def _embedded_broker(settings: Settings) -> dict[str, object]:
     """A server-less broker: messages are files in the data dir (not in the index database)."""
     root = settings.broker_dir.resolve()
-    for name in ("messages", "control", "taken"):
+    for name in ("messages", "staging", "control", "taken"):
         (root / name).mkdir(parents=True, exist_ok=True)
     # The transport moves a message it takes into the temp dir before reading it; on the same
     # filesystem that move is an atomic rename, so two workers never take the same message.
     tempfile.tempdir = str(root / "taken")
     return {
         "broker_url": "filesystem://",
+        "broker_transport": "workers.broker:AtomicFilesystemTransport",
         "broker_transport_options": {
+            "staging_folder": str(root / "staging"),
             "data_folder_in": str(root / "messages"),
             "data_folder_out": str(root / "messages"),
             "control_folder": str(root / "control"),

@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support import free_port, make_instances, wait_for_port
 
-
 #: dcmtk leaves Nagle's algorithm on unless told: 40 ms per C-STORE from delayed ACKs.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     jobs_publish_timeout: float = Field(default=300.0, gt=0)
     jobs_max_attempts: int = Field(default=5, ge=1)
     jobs_relay_interval: float = Field(default=0.2, gt=0)
+    jobs_max_in_flight: int = Field(default=256, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
 
     log_level: str = "INFO"

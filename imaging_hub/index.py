@@ -105,56 +105,60 @@ def _source_identity(session: Session, keys: PatientKeys) -> SourceIdentity:
     return identity
 
 
+def _study_fields(keys: IndexKeys, identity: SourceIdentity) -> dict[str, Any]:
+    """The study columns that come from an instance's header."""
+    k = keys.study
+    return {
+        "source_identity_id": identity.id,
+        "patient_record_id": identity.patient_record_id,
+        "study_date": k.study_date,
+        "study_time": k.study_time,
+        "accession_number": k.accession_number,
+        "study_id": k.study_id,
+        "study_description": k.description,
+        "study_description_norm": normalize_text(k.description),
+        "referring_physician_name": k.referring_physician_name,
+        "referring_physician_norm": normalize_pn(k.referring_physician_name),
+        "dicom_json": k.dicom_json,
+    }
+
+
+def _series_fields(keys: IndexKeys, study: Study) -> dict[str, Any]:
+    """The series columns that come from an instance's header."""
+    k = keys.series
+    return {
+        "study_pk": study.id,
+        "modality": k.modality,
+        "series_number": k.series_number,
+        "series_description": k.description,
+        "body_part_examined": k.body_part_examined,
+        "dicom_json": k.dicom_json,
+    }
+
+
 def _study(session: Session, keys: IndexKeys, identity: SourceIdentity) -> Study:
     """Find or create the study and lock its row for the rest of the transaction."""
-    k = keys.study
-    _insert_ignore(
-        session,
-        Study,
-        {
-            "study_uid": k.study_uid,
-            "source_identity_id": identity.id,
-            "patient_record_id": identity.patient_record_id,
-            "study_date": k.study_date,
-            "study_time": k.study_time,
-            "accession_number": k.accession_number,
-            "study_id": k.study_id,
-            "study_description": k.description,
-            "study_description_norm": normalize_text(k.description),
-            "referring_physician_name": k.referring_physician_name,
-            "referring_physician_norm": normalize_pn(k.referring_physician_name),
-            "modalities_in_study": "",
-            "num_series": 0,
-            "num_instances": 0,
-            "dicom_json": k.dicom_json,
-            "created_at": utcnow(),
-            "updated_at": utcnow(),
-        },
-        ["study_uid"],
-    )
-    query = select(Study).where(Study.study_uid == k.study_uid).with_for_update()
+    uid = keys.study.study_uid
+    values = {
+        "study_uid": uid,
+        **_study_fields(keys, identity),
+        "modalities_in_study": "",
+        "num_series": 0,
+        "num_instances": 0,
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+    }
+    _insert_ignore(session, Study, values, ["study_uid"])
+    query = select(Study).where(Study.study_uid == uid).with_for_update()
     return session.execute(query).scalar_one()
 
 
 def _series(session: Session, keys: IndexKeys, study: Study) -> Series:
     """Find or create the series."""
-    k = keys.series
-    _insert_ignore(
-        session,
-        Series,
-        {
-            "series_uid": k.series_uid,
-            "study_pk": study.id,
-            "modality": k.modality,
-            "series_number": k.series_number,
-            "series_description": k.description,
-            "body_part_examined": k.body_part_examined,
-            "num_instances": 0,
-            "dicom_json": k.dicom_json,
-        },
-        ["series_uid"],
-    )
-    return session.execute(select(Series).where(Series.series_uid == k.series_uid)).scalar_one()
+    uid = keys.series.series_uid
+    values = {"series_uid": uid, **_series_fields(keys, study), "num_instances": 0}
+    _insert_ignore(session, Series, values, ["series_uid"])
+    return session.execute(select(Series).where(Series.series_uid == uid)).scalar_one()
 
 
 def _refresh_aggregates(session: Session, study: Study, series: Series) -> None:
@@ -181,22 +185,27 @@ def _refresh_aggregates(session: Session, study: Study, series: Series) -> None:
     study.updated_at = utcnow()
 
 
-def _place_instance(session: Session, keys: IndexKeys, series: Series, stored: StoredFile) -> None:
-    """Create the instance row, or point it at this file if it is the newest version."""
-    k = keys.instance
-    existing = session.execute(
-        select(Instance).where(Instance.sop_instance_uid == k.sop_instance_uid)
+def _current_version(session: Session, sop_uid: str) -> tuple[Instance | None, StoredFile | None]:
+    """The instance row for a SOP Instance UID and the stored file it points at."""
+    instance = session.execute(
+        select(Instance).where(Instance.sop_instance_uid == sop_uid)
     ).scalar_one_or_none()
-    if existing is not None and existing.stored_file_id != stored.id:
-        current = session.get(StoredFile, existing.stored_file_id)
-        if current is not None and (current.received_at, current.id) > (
-            stored.received_at,
-            stored.id,
-        ):
-            stored.state = StoredFileState.SUPERSEDED
-            return
-        if current is not None:
-            current.state = StoredFileState.SUPERSEDED
+    current = session.get(StoredFile, instance.stored_file_id) if instance else None
+    return instance, current
+
+
+def _is_older(stored: StoredFile, current: StoredFile | None) -> bool:
+    """Whether stored was received before the version the index currently shows."""
+    if current is None or current.id == stored.id:
+        return False
+    return (stored.received_at, stored.id) < (current.received_at, current.id)
+
+
+def _place_instance(
+    session: Session, keys: IndexKeys, series: Series, stored: StoredFile, existing: Instance | None
+) -> None:
+    """Create the instance row, or point it at this (newest) stored file."""
+    k = keys.instance
     instance = existing or Instance(sop_instance_uid=k.sop_instance_uid)
     instance.series_pk = series.id
     instance.sop_class_uid = k.sop_class_uid
@@ -211,27 +220,47 @@ def _place_instance(session: Session, keys: IndexKeys, series: Series, stored: S
     stored.state = StoredFileState.INDEXED
 
 
-def index_stored_file(hub: Hub, stored_file_id: int) -> None:
-    """Index one stored file (header only, never pixel data)."""
+def _read_keys(hub: Hub, stored_file_id: int) -> IndexKeys:
+    """Parse the stored file's header (never its pixel data) into index keys."""
     with hub.db.read() as s:
         stored = s.get(StoredFile, stored_file_id)
         if stored is None:
             raise PermanentError(f"stored file {stored_file_id} does not exist")
         path = hub.store.local_path(stored.path)
     try:
-        ds = dcmread(path, stop_before_pixels=True)
-        keys = extract_keys(ds)
+        return extract_keys(dcmread(path, stop_before_pixels=True))
     except (InvalidDicom, InvalidDicomError) as exc:
         # The stored original cannot be read: retrying will not help.
         raise PermanentError(f"stored file {stored_file_id} is unreadable: {exc}") from exc
+
+
+def index_stored_file(hub: Hub, stored_file_id: int) -> None:
+    """Index one stored file; a newer version of an instance replaces the older one's values."""
+    keys = _read_keys(hub, stored_file_id)
     with hub.db.write() as s:
         stored = s.get(StoredFile, stored_file_id)
         assert stored is not None
         identity = _source_identity(s, keys.patient)
-        study = _study(s, keys, identity)
+        study = _study(s, keys, identity)  # locked: one instance of a study at a time
+        existing, current = _current_version(s, keys.instance.sop_instance_uid)
+        if _is_older(stored, current):
+            stored.state = StoredFileState.SUPERSEDED
+            return
         series = _series(s, keys, study)
-        _place_instance(s, keys, series, stored)
+        if current is not None and current.id != stored.id:
+            # A new version: its header is now the truth for the study and series too.
+            current.state = StoredFileState.SUPERSEDED
+            for name, value in _study_fields(keys, identity).items():
+                setattr(study, name, value)
+            for name, value in _series_fields(keys, study).items():
+                setattr(series, name, value)
+        previous_series = existing.series_pk if existing else None
+        _place_instance(s, keys, series, stored, existing)
         _refresh_aggregates(s, study, series)
+        if previous_series is not None and previous_series != series.id:
+            old = s.get(Series, previous_series)
+            assert old is not None
+            _refresh_aggregates(s, s.get_one(Study, old.study_pk), old)
 
 
 def index_job(hub: Hub, payload: dict[str, Any]) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import structlog
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from imaging_hub.config import DuplicatePolicy
 from imaging_hub.db.models import StoredFile, StoredFileState
@@ -139,53 +139,66 @@ def store_instance(
         raise
 
 
+def _versions(session: Session, uid: str) -> list[tuple[int, str]]:
+    """(id, sha256) of every stored version of a SOP Instance UID."""
+    query = select(StoredFile.id, StoredFile.sha256).where(StoredFile.sop_instance_uid == uid)
+    return [(row.id, row.sha256) for row in session.execute(query)]
+
+
+def _lock_uid(session: Session, uid: str) -> None:
+    """Serialise writers of one SOP Instance UID until the transaction ends.
+
+    SQLite write transactions are serial already; PostgreSQL takes an advisory lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:uid, 0))"), {"uid": uid}
+        )
+
+
 def _store(
     hub: Hub, path: Path, header: _Header, *, source: str, source_detail: str | None
 ) -> IngestResult:
     sha, size = hash_file(path)
     uid = header.sop_instance_uid
+    reject = hub.settings.ingest_duplicates == DuplicatePolicy.REJECT
     with hub.db.read() as s:
-        versions = s.execute(
-            select(StoredFile.id, StoredFile.sha256).where(StoredFile.sop_instance_uid == uid)
-        ).all()
-    same = next((v.id for v in versions if v.sha256 == sha), None)
+        versions = _versions(s, uid)
+    same = next((vid for vid, vsha in versions if vsha == sha), None)
     if same is not None:
         return _result(IngestStatus.DUPLICATE, header, same, size)
-    if versions and hub.settings.ingest_duplicates == DuplicatePolicy.REJECT:
+    if versions and reject:
         raise DuplicateRejected(f"SOP Instance {uid} is already stored with other content")
 
     key = object_key(header.study_uid, header.series_uid, uid, sha)
     hub.store.put_file(key, path, expected_sha256=sha)
-    try:
-        with hub.db.write() as s:
-            row = StoredFile(
-                sop_instance_uid=uid,
-                sop_class_uid=header.sop_class_uid,
-                study_uid=header.study_uid,
-                series_uid=header.series_uid,
-                path=key,
-                size=size,
-                sha256=sha,
-                transfer_syntax_uid=header.transfer_syntax_uid,
-                source=source,
-                source_detail=source_detail,
-                state=StoredFileState.RECEIVED,
-            )
-            s.add(row)
-            s.flush()
-            enqueue(
-                s, "index", {"stored_file_id": row.id}, max_attempts=hub.settings.jobs_max_attempts
-            )
-            row_id = row.id
-    except IntegrityError:
-        # The same bytes arrived concurrently on another association and won the race.
-        with hub.db.read() as s:
-            row_id = s.execute(
-                select(StoredFile.id).where(
-                    StoredFile.sop_instance_uid == uid, StoredFile.sha256 == sha
-                )
-            ).scalar_one()
-        return _result(IngestStatus.DUPLICATE, header, row_id, size)
+    with hub.db.write() as s:
+        _lock_uid(s, uid)
+        versions = _versions(s, uid)  # again, now that no other writer of this UID runs
+        same = next((vid for vid, vsha in versions if vsha == sha), None)
+        if same is not None:  # the same bytes arrived on another association meanwhile
+            return _result(IngestStatus.DUPLICATE, header, same, size)
+        if versions and reject:
+            # Another version won the race. The file just written stays unreferenced under its
+            # content-derived key (a later identical copy reuses it); no stored row changes.
+            raise DuplicateRejected(f"SOP Instance {uid} is already stored with other content")
+        row = StoredFile(
+            sop_instance_uid=uid,
+            sop_class_uid=header.sop_class_uid,
+            study_uid=header.study_uid,
+            series_uid=header.series_uid,
+            path=key,
+            size=size,
+            sha256=sha,
+            transfer_syntax_uid=header.transfer_syntax_uid,
+            source=source,
+            source_detail=source_detail,
+            state=StoredFileState.RECEIVED,
+        )
+        s.add(row)
+        s.flush()
+        enqueue(s, "index", {"stored_file_id": row.id}, max_attempts=hub.settings.jobs_max_attempts)
+        row_id = row.id
     status = IngestStatus.NEW_VERSION if versions else IngestStatus.STORED
     log.info("instance_stored", sop_instance_uid=uid, bytes=size, source=source, status=str(status))
     return _result(status, header, row_id, size)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ColumnElement, Executable
 
 from imaging_hub.db.engine import Database
 from imaging_hub.db.models import Job, JobState, utcnow
@@ -25,11 +25,13 @@ __all__ = [
     "FAST",
     "KIND_QUEUES",
     "SLOW",
+    "Lease",
     "PermanentError",
     "acquire",
     "claim_for_publish",
     "complete",
     "enqueue",
+    "extend",
     "fail",
     "reap",
     "recent_jobs",
@@ -85,19 +87,38 @@ def enqueue(
     return job
 
 
-def claim_for_publish(db: Database, *, limit: int = 200) -> list[tuple[int, str]]:
-    """Mark due queued jobs published and return their (id, queue) pairs for the relay to send."""
+def claim_for_publish(
+    db: Database, *, limit: int = 200, max_in_flight: int = 256
+) -> list[tuple[int, str]]:
+    """Mark due queued jobs published and return their (id, queue) pairs for the relay to send.
+
+    At most max_in_flight jobs per queue are published or running at once, so a large backlog
+    waits in the job table rather than in the broker, where it would outlive the publish
+    timeout and be sent again.
+    """
     now = utcnow()
     with db.write() as s:
-        query = (
-            select(Job.id, Job.queue)
-            .where(Job.state == JobState.QUEUED, Job.not_before <= now)
-            .order_by(Job.id)
-            .limit(limit)
+        busy = dict(
+            s.execute(
+                select(Job.queue, func.count(Job.id))
+                .where(Job.state.in_([JobState.PUBLISHED, JobState.RUNNING]))
+                .group_by(Job.queue)
+            ).all()
         )
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        rows = [(r.id, r.queue) for r in s.execute(query)]
+        rows: list[tuple[int, str]] = []
+        for queue in sorted(set(KIND_QUEUES.values())):
+            room = min(limit, max_in_flight - busy.get(queue, 0))
+            if room <= 0:
+                continue
+            query = (
+                select(Job.id)
+                .where(Job.state == JobState.QUEUED, Job.queue == queue, Job.not_before <= now)
+                .order_by(Job.id)
+                .limit(room)
+            )
+            if not db.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            rows += [(job_id, queue) for job_id in s.execute(query).scalars()]
         if rows:
             s.execute(
                 update(Job)
@@ -119,7 +140,28 @@ def unpublish(db: Database, job_ids: list[int]) -> None:
         )
 
 
-def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> Job | None:
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's claim on one attempt of a job; stale once another attempt has started."""
+
+    job_id: int
+    attempt: int
+    owner: str
+    kind: str
+    payload: dict[str, Any]
+
+
+def _held(lease: Lease) -> ColumnElement[bool]:
+    """Rows still held by this lease: same job, still running, same attempt and owner."""
+    return and_(
+        Job.id == lease.job_id,
+        Job.state == JobState.RUNNING,
+        Job.attempts == lease.attempt,
+        Job.lease_owner == lease.owner,
+    )
+
+
+def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> Lease | None:
     """Take the lease on a job if nobody holds a live one; None when it is done or taken."""
     now = utcnow()
     with db.write() as s:
@@ -146,16 +188,31 @@ def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> J
         )
         if changed != 1:
             return None
-        return s.get(Job, job_id)
+        job = s.get(Job, job_id)
+        assert job is not None
+        return Lease(job.id, job.attempts, owner, job.kind, dict(job.payload))
 
 
-def complete(db: Database, job_id: int, *, owner: str) -> None:
-    """Mark a job done (kept if another worker re-took it meanwhile: the work is idempotent)."""
+def extend(db: Database, lease: Lease, *, lease_seconds: float) -> bool:
+    """Push the lease's expiry forward while work goes on; False if the lease was lost."""
     with db.write() as s:
-        s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.RUNNING)
-            .values(state=JobState.DONE, finished_at=utcnow(), lease_until=None, last_error=None)
+        until = utcnow() + dt.timedelta(seconds=lease_seconds)
+        return _changed(s, update(Job).where(_held(lease)).values(lease_until=until)) == 1
+
+
+def complete(db: Database, lease: Lease) -> bool:
+    """Mark the job done if the lease still holds it; False when another attempt took over."""
+    with db.write() as s:
+        return (
+            _changed(
+                s,
+                update(Job)
+                .where(_held(lease))
+                .values(
+                    state=JobState.DONE, finished_at=utcnow(), lease_until=None, last_error=None
+                ),
+            )
+            == 1
         )
 
 
@@ -164,13 +221,13 @@ def backoff_seconds(attempt: int) -> float:
     return float(min(2**attempt, 300))
 
 
-def fail(db: Database, job_id: int, error: str, *, permanent: bool = False) -> JobState:
-    """Record a failed attempt: queue a retry with back-off, or mark the job failed for good."""
+def fail(db: Database, lease: Lease, error: str, *, permanent: bool = False) -> JobState | None:
+    """Record a failed attempt: a retry with back-off, or failed for good; None if lease lost."""
     now = utcnow()
     with db.write() as s:
-        job = s.get(Job, job_id)
-        if job is None or job.state != JobState.RUNNING:
-            return job.state if job else JobState.FAILED
+        job = s.execute(select(Job).where(_held(lease)).with_for_update()).scalar_one_or_none()
+        if job is None:
+            return None
         job.last_error = error[-4000:]
         job.lease_until = None
         if permanent or job.attempts >= job.max_attempts:

@@ -102,12 +102,25 @@ def _bulk_uri(element: DataElement) -> str:
     return f"bulkdata/{element.tag:08X}"
 
 
+def _without_nul(value: Any) -> Any:
+    """A copy of a JSON value with NUL characters removed from every string (JSONB refuses them)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    return value
+
+
 def level_json(ds: Dataset) -> Levels:
     """DICOM JSON of a header without large binary values, split by level."""
-    full = ds.to_json_dict(
-        bulk_data_threshold=BULK_THRESHOLD,
-        bulk_data_element_handler=_bulk_uri,
-        suppress_invalid_tags=True,
+    full = _without_nul(
+        ds.to_json_dict(
+            bulk_data_threshold=BULK_THRESHOLD,
+            bulk_data_element_handler=_bulk_uri,
+            suppress_invalid_tags=True,
+        )
     )
     patient = {k: v for k, v in full.items() if k in PATIENT_TAGS}
     study = {k: v for k, v in full.items() if k in STUDY_TAGS}

@@ -29,13 +29,17 @@ __all__ = [
 ]
 
 
+#: The longest normalised value the index keeps (the size of its *_norm columns).
+MAX_NORM = 256
+
+
 def normalize_text(value: object) -> str | None:
     """Upper-case, accent-free, whitespace-folded text for case-insensitive matching."""
     if value is None:
         return None
     text = unicodedata.normalize("NFKD", str(value))
     text = "".join(c for c in text if not unicodedata.combining(c))
-    text = " ".join(text.upper().split())
+    text = " ".join(text.upper().split())[:MAX_NORM]
     return text or None
 
 
@@ -51,7 +55,7 @@ def normalize_pn(value: object) -> str | None:
     parts = [normalize_text(p) or "" for p in alphabetic.split("^")]
     while parts and not parts[-1]:
         parts.pop()
-    return "^".join(parts) or None
+    return "^".join(parts)[:MAX_NORM] or None
 
 
 def parse_da(value: object) -> dt.date | None:
@@ -79,17 +83,26 @@ def normalize_time(value: object) -> str | None:
     return f"{hh}{mm or '00'}{ss or '00'}{frac or ''}"
 
 
+INT32 = 2**31 - 1
+
+
 def _int_or_none(value: object) -> int | None:
+    """An IS value as an int for a 32-bit column; None when absent, invalid or out of range."""
     try:
-        return int(str(value).strip()) if value not in (None, "") else None
+        number = int(str(value).strip()) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+    return number if number is not None and -INT32 <= number <= INT32 else None
 
 
-def _str_or_none(value: object) -> str | None:
+def _str_or_none(value: object, limit: int = 64) -> str | None:
+    """A value as text for a column of limit characters: NUL-free, trimmed, None when empty.
+
+    PostgreSQL refuses NUL characters and over-long values; the full value stays in the file.
+    """
     if value is None:
         return None
-    text = str(value).strip()
+    text = str(value).replace("\x00", "").strip()[:limit]
     return text or None
 
 
@@ -173,32 +186,32 @@ def extract_keys(ds: Dataset) -> IndexKeys:
     except Exception as exc:  # a value pydicom cannot even decode
         raise InvalidDicom(f"cannot read the instance's UIDs: {exc}") from exc
     levels = level_json(ds)
-    name = _str_or_none(ds.get("PatientName"))
+    name = _str_or_none(ds.get("PatientName"), 324)
     patient = PatientKeys(
         patient_id=_str_or_none(ds.get("PatientID")) or "",
         issuer=_str_or_none(ds.get("IssuerOfPatientID")) or "",
         name=name,
         name_norm=normalize_pn(name),
         birth_date=parse_da(ds.get("PatientBirthDate")),
-        sex=_str_or_none(ds.get("PatientSex")),
+        sex=_str_or_none(ds.get("PatientSex"), 16),
         dicom_json=levels.patient,
     )
-    referring = _str_or_none(ds.get("ReferringPhysicianName"))
+    referring = _str_or_none(ds.get("ReferringPhysicianName"), 324)
     study = StudyKeys(
         study_uid=study_uid,
         study_date=parse_da(ds.get("StudyDate")),
         study_time=normalize_time(ds.get("StudyTime")),
         accession_number=_str_or_none(ds.get("AccessionNumber")),
         study_id=_str_or_none(ds.get("StudyID")),
-        description=_str_or_none(ds.get("StudyDescription")),
+        description=_str_or_none(ds.get("StudyDescription"), 256),
         referring_physician_name=referring,
         dicom_json=levels.study,
     )
     series = SeriesKeys(
         series_uid=series_uid,
-        modality=_str_or_none(ds.get("Modality")),
+        modality=_str_or_none(ds.get("Modality"), 16),
         series_number=_int_or_none(ds.get("SeriesNumber")),
-        description=_str_or_none(ds.get("SeriesDescription")),
+        description=_str_or_none(ds.get("SeriesDescription"), 256),
         body_part_examined=_str_or_none(ds.get("BodyPartExamined")),
         dicom_json=levels.series,
     )

@@ -15,7 +15,7 @@ _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 def is_valid_uid(value: object) -> bool:
     """Tell whether value is a UID per PS3.5 9.1: dot-separated numbers, at most 64 characters."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_RE.match(value))
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(_UID_RE.fullmatch(value))
 
 
 def validate_uid(value: object, *, what: str = "UID") -> str:

@@ -132,3 +132,66 @@ def test_unreadable_stored_file_fails_visibly(hub: Hub) -> None:
     (job,) = recent_jobs(hub.db)
     assert job.state == JobState.FAILED
     assert "PermanentError" in (job.last_error or "")
+
+
+def test_values_postgresql_would_refuse_are_cleaned(hub: Hub, tmp_path: Path) -> None:
+    """NUL characters, IS values beyond 32 bits and over-long strings still index (both DBs)."""
+    ds = dcmread(testdata("CT_small.dcm"))
+    ds.PatientName = "Doe\x00^Jane"
+    ds.SeriesNumber = "99999999999"
+    ds.StudyDescription = "L-spine " * 60
+    ds.add_new(0x00091010, "LO", "private\x00value")
+    ds.private_block(0x0009, "HUB TEST", create=True)
+    path = tmp_path / "hostile.dcm"
+    ds.save_as(path)
+    store_instance(hub, path, source="test")
+    assert _run_all(hub) == [JobOutcome.DONE]
+    with hub.db.read() as s:
+        study = s.execute(select(Study)).scalar_one()
+        series = s.execute(select(Series)).scalar_one()
+        identity = s.get(SourceIdentity, study.source_identity_id)
+        instance = s.execute(select(Instance)).scalar_one()
+    assert identity.name == "Doe^Jane" and identity.name_norm == "DOE^JANE"
+    assert series.series_number is None
+    assert len(study.study_description) == 256
+    assert "\x00" not in str(instance.dicom_json)
+    # The original file keeps every value as received.
+    assert dcmread(path).PatientName == "Doe\x00^Jane"
+
+
+def test_a_new_version_corrects_study_series_and_patient(hub: Hub, tmp_path: Path) -> None:
+    store_instance(hub, testdata("CT_small.dcm"), source="test")
+    _run_all(hub)
+    ds = dcmread(testdata("CT_small.dcm"))
+    ds.StudyDescription = "LUMBAR SPINE CT"
+    ds.PatientName = "Samples^Corrected"
+    ds.SeriesDescription = "axial bone"
+    fixed = tmp_path / "fixed.dcm"
+    ds.save_as(fixed)
+    store_instance(hub, fixed, source="test")
+    _run_all(hub)
+    with hub.db.read() as s:
+        study = s.execute(select(Study)).scalar_one()
+        series = s.execute(select(Series)).scalar_one()
+        identity = s.get(SourceIdentity, study.source_identity_id)
+    assert study.study_description == "LUMBAR SPINE CT"
+    assert series.series_description == "axial bone"
+    assert identity.name == "Samples^Corrected"
+    assert study.num_instances == 1
+
+
+def test_a_new_version_in_another_series_moves_the_counts(hub: Hub, tmp_path: Path) -> None:
+    store_instance(hub, testdata("CT_small.dcm"), source="test")
+    _run_all(hub)
+    ds = dcmread(testdata("CT_small.dcm"))
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.77"
+    moved = tmp_path / "moved.dcm"
+    ds.save_as(moved)
+    store_instance(hub, moved, source="test")
+    _run_all(hub)
+    with hub.db.read() as s:
+        counts = {se.series_uid: se.num_instances for se in s.execute(select(Series)).scalars()}
+        study = s.execute(select(Study)).scalar_one()
+    assert counts["1.2.826.0.1.3680043.8.498.77"] == 1
+    assert sum(counts.values()) == 1
+    assert (study.num_series, study.num_instances) == (1, 1)

@@ -138,3 +138,33 @@ def test_bad_input_leaves_stored_data_untouched(hub: Hub, tmp_path: Path) -> Non
         store_instance(hub, bad, source="test")
     assert path.read_bytes() == before
     assert _counts(hub) == (1, 1)
+
+
+def test_reject_policy_holds_under_concurrent_versions(hub: Hub, tmp_path: Path) -> None:
+    """Two different versions of one UID stored at once: exactly one is kept."""
+    import threading
+
+    hub.settings.ingest_duplicates = DuplicatePolicy.REJECT
+    first = _variant(tmp_path)
+    ds = dcmread(testdata("CT_small.dcm"))
+    ds.StudyDescription = "another correction"
+    second = tmp_path / "variant2.dcm"
+    ds.save_as(second)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def send(path: Path) -> None:
+        barrier.wait()
+        try:
+            store_instance(hub, path, source="test")
+            outcomes.append("stored")
+        except DuplicateRejected:
+            outcomes.append("rejected")
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["rejected", "stored"]
+    assert _counts(hub) == (1, 1)

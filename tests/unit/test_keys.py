@@ -19,7 +19,8 @@ def test_valid_uids(uid: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "uid", ["", "1..2", "1.2.", ".1", "1.2.a", "../etc/passwd", "1.2.3/4", "1" * 65, None, 12]
+    "uid",
+    ["", "1..2", "1.2.", ".1", "1.2.a", "../etc/passwd", "1.2.3/4", "1.2.3\n", "1" * 65, None, 12],
 )
 def test_invalid_uids(uid: object) -> None:
     assert not is_valid_uid(uid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dicom_scp.server import start
+from dicom_scp.server import release_spool, start
 from imaging_hub.cli import open_checked_hub, pass_settings
 from imaging_hub.config import Settings
 from imaging_hub.process import wait_for_stop_signal
@@ -23,4 +23,5 @@ def scp(settings: Settings) -> None:
         wait_for_stop_signal()
     finally:
         server.shutdown()
+        release_spool(settings)
         hub.close()

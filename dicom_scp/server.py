@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,7 +24,7 @@ from dicom_scp.handlers import handle_echo, handle_store
 from imaging_hub.config import Settings, UnknownAetPolicy
 from imaging_hub.hub import Hub
 
-__all__ = ["build_ae", "configure_pynetdicom", "start"]
+__all__ = ["build_ae", "configure_pynetdicom", "release_spool", "spool_dir", "start"]
 
 log = structlog.get_logger(__name__)
 
@@ -32,9 +36,44 @@ def configure_pynetdicom(settings: Settings) -> None:
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
     # Received datasets are spooled next to the store, so large files never sit in memory.
-    incoming = settings.data_dir / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
-    tempfile.tempdir = str(incoming)
+    spool = spool_dir(settings)
+    _remove_stale_spools(spool)
+    spool.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(spool)
+
+
+def spool_dir(settings: Settings) -> Path:
+    """This process's own spool folder, ``incoming/<hostname>-<pid>`` (data dirs may be shared)."""
+    return settings.data_dir / "incoming" / f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _remove_stale_spools(spool: Path) -> None:
+    """Delete the spool folders of dead receivers of this host (left by a crash)."""
+    if not spool.parent.is_dir():
+        return
+    host, _ = spool.name.rsplit("-", 1)
+    for folder in spool.parent.iterdir():
+        owner_host, _, pid = folder.name.rpartition("-")
+        if owner_host != host or not pid.isdigit() or folder == spool or not folder.is_dir():
+            continue
+        if not _pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("stale_spool_removed", folder=folder.name)
+
+
+def release_spool(settings: Settings) -> None:
+    """Remove this process's spool folder at a clean shutdown (after the server stopped)."""
+    shutil.rmtree(spool_dir(settings), ignore_errors=True)
 
 
 def build_ae(settings: Settings) -> AE:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
 
 import structlog
@@ -18,6 +21,23 @@ log = structlog.get_logger(__name__)
 STOP_GRACE_SECONDS = 15.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn: Linux sends the child SIGTERM when the supervisor dies, even by SIGKILL."""
+    if _libc is None:
+        return None
+    libc = _libc
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 class Supervisor:
@@ -32,9 +52,13 @@ class Supervisor:
 
     def _start(self, name: str) -> None:
         # Each child gets its own process group so that a terminal's Ctrl-C reaches the
-        # supervisor only, and the supervisor decides the order of shutdown.
+        # supervisor only, and the supervisor decides the order of shutdown. If the supervisor
+        # dies without stopping them (SIGKILL, OOM killer), the kernel sends them SIGTERM.
         self.children[name] = subprocess.Popen(
-            self.commands[name], env=self.env, start_new_session=True
+            self.commands[name],
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         log.info("child_started", child=name, pid=self.children[name].pid)
 
@@ -45,9 +69,15 @@ class Supervisor:
         """Start every child and supervise until a stop signal; returns the exit status."""
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
-        for name in self.commands:
-            self._start(name)
-        status = 0
+        try:
+            for name in self.commands:
+                self._start(name)
+            return self._watch()
+        finally:
+            self.stop()
+
+    def _watch(self) -> int:
+        """Restart children that exit until a stop signal or too many restarts."""
         while not self._stopping:
             time.sleep(0.2)
             for name, proc in list(self.children.items()):
@@ -58,11 +88,9 @@ class Supervisor:
                 if not self._may_restart(name):
                     log.error("child_restarting_too_often", child=name)
                     self._stopping = True
-                    status = 1
-                    break
+                    return 1
                 self._start(name)
-        self.stop()
-        return status
+        return 0
 
     def _may_restart(self, name: str) -> bool:
         now = time.monotonic()
@@ -73,15 +101,18 @@ class Supervisor:
 
     def stop(self) -> None:
         """Ask every child to stop (SIGTERM), then kill what is still running after a grace."""
+        self._stopping = True
         for proc in self.children.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for name, proc in self.children.items():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("child_killed", child=name)
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.info("stopped")

@@ -53,18 +53,23 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """A port for a Redis server that the test starts when it wants (to play 'broker down')."""
-    port = free_port()
-    started: list[subprocess.Popen[bytes]] = []
+class PrivateRedis:
+    """A Redis server of one test's own, on a fixed port, that the test starts and stops."""
 
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server (again) on the same port; returns once it accepts connections."""
+        assert self.proc is None, "already running"
+        self.proc = subprocess.Popen(
             [
                 shutil.which("redis-server") or "redis-server",
                 "--port",
-                str(port),
+                str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -72,19 +77,28 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[byte
                 "--appendonly",
                 "no",
                 "--dir",
-                str(tmp_path),
+                str(self.directory),
             ],
             stdout=subprocess.DEVNULL,
         )
-        started.append(proc)
-        wait_for_port(port)
-        return proc
+        wait_for_port(self.port)
 
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(timeout=10)
+    def stop(self) -> None:
+        """Stop the server (its data is gone: nothing is saved)."""
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A port for a Redis server that the test starts and stops when it wants ('broker down')."""
+    server = PrivateRedis(free_port(), tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def make_deployment(tmp_path: Path, database_url: str | None, broker_url: str | None) -> Deployment:

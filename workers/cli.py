@@ -14,6 +14,8 @@ from workers.tasks import register_tasks
 
 __all__ = ["worker"]
 
+RELAY_JOIN_SECONDS = 10.0
+
 
 @click.command()
 @click.option("--queues", default=",".join(QUEUES), show_default=True, help="Queues to consume.")
@@ -47,6 +49,8 @@ def worker(
     def _stop_relay(**_: object) -> None:
         for thread in relay_thread:
             thread.stop()
+            thread.join(timeout=RELAY_JOIN_SECONDS)
+            thread.hub.close()
 
     argv = [
         "worker",

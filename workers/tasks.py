@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import structlog
 from celery import Celery
@@ -25,13 +26,17 @@ class _ProcessHub:
         self.settings = settings
         self._hub: Hub | None = None
         self._pid = 0
+        # Threads of the threads pool share the Hub; the lock keeps two from each opening one.
+        self._lock = threading.Lock()
 
     def get(self) -> Hub:
-        pid = os.getpid()
-        if self._hub is None or self._pid != pid:
-            self._hub = Hub.open(self.settings)
-            self._pid = pid
-        return self._hub
+        """This process's Hub, opened by the first caller."""
+        with self._lock:
+            pid = os.getpid()
+            if self._hub is None or self._pid != pid:
+                self._hub = Hub.open(self.settings)
+                self._pid = pid
+            return self._hub
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
@@ -41,6 +46,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
     def run_job_task(job_id: int) -> str:
-        outcome = run_job(hubs.get(), int(job_id), owner=f"{owner_prefix}:{os.getpid()}")
+        # One owner per thread: the threads pool runs several jobs in one process at once.
+        owner = f"{owner_prefix}:{os.getpid()}:{threading.get_ident()}"
+        outcome = run_job(hubs.get(), int(job_id), owner=owner)
         log.info("job_run", job_id=job_id, outcome=outcome)
         return outcome

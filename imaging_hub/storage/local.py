@@ -38,24 +38,22 @@ def hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _makedirs_durably(directory: Path, root: Path) -> None:
-    """Create directory and its parents up to root, fsyncing each new entry's parent."""
-    missing = []
+def _fsync_up_to(directory: Path, root: Path) -> None:
+    """Fsync directory and each ancestor up to and including root.
+
+    A directory another thread just created may not be durable in its parent yet; fsyncing the
+    whole chain (a few directories) after every write makes the new file durable regardless.
+    """
     current = directory
-    while not current.exists() and current != root:
-        missing.append(current)
+    while current != root and current.is_relative_to(root):
+        fsync_dir(current)
         current = current.parent
-    for new_dir in reversed(missing):
-        try:
-            new_dir.mkdir()
-        except FileExistsError:
-            continue
-        fsync_dir(new_dir.parent)
+    fsync_dir(root)
 
 
 def write_durably(target: Path, source: BinaryIO, *, root: Path) -> tuple[str, int]:
     """Write a stream to target atomically and durably; return its SHA-256 and size."""
-    _makedirs_durably(target.parent, root)
+    target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".part")
@@ -71,7 +69,7 @@ def write_durably(target: Path, source: BinaryIO, *, root: Path) -> tuple[str, i
     except BaseException:
         _unlink_if_exists(tmp_name)
         raise
-    fsync_dir(target.parent)
+    _fsync_up_to(target.parent, root)
     return digest.hexdigest(), size
 
 

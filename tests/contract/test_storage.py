@@ -80,3 +80,23 @@ def test_store_refuses_a_key_outside_its_root(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     with pytest.raises(ValueError, match="escapes"):
         store.exists("../outside.dcm")
+
+
+def test_put_fsyncs_the_target_dir_and_every_ancestor_up_to_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory another writer created but did not fsync yet is made durable by our put."""
+    import imaging_hub.storage.local as local
+
+    store = LocalStore(tmp_path / "store")
+    src, sha = _file(tmp_path, b"durable")
+    key = object_key("1.2", "1.3", "1.4", sha)
+    target = store.local_path(key)
+    target.parent.mkdir(parents=True)  # as if another thread had just made it, without fsync
+    synced: list[Path] = []
+    monkeypatch.setattr(local, "fsync_dir", lambda path: synced.append(Path(path)))
+    store.put_file(key, src, expected_sha256=sha)
+    chain = [target.parent, *target.parent.parents]
+    expected = chain[: chain.index(store.root) + 1]
+    assert len(expected) >= 3  # series, study, root at least
+    assert set(expected) <= set(synced)

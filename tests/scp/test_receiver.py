@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import func, select
 
-from dicom_scp.server import start
+from dicom_scp.server import release_spool, spool_dir, start
 from imaging_hub.config import DicomNode, Settings, UnknownAetPolicy
 from imaging_hub.db.migrate import upgrade
 from imaging_hub.db.models import Job, StoredFile
@@ -200,3 +202,33 @@ def test_refuse_policy_admits_known_nodes_only(scp_settings: Settings) -> None:
         server.shutdown()
         tempfile.tempdir = saved
         hub.close()
+
+
+def test_stale_spool_of_a_dead_receiver_is_removed_at_start(scp_settings: Settings) -> None:
+    """A crashed receiver's spool folder goes; a live one's (or another host's) stays."""
+    incoming = scp_settings.data_dir / "incoming"
+    host = socket.gethostname()
+    stale = incoming / f"{host}-999999"  # above the default pid_max: no such process
+    live = incoming / f"{host}-{os.getppid()}"
+    elsewhere = incoming / "other-host-999999"
+    for folder in (stale, live, elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "tmp1234.dcm").write_bytes(b"half a dataset")
+    upgrade(scp_settings.resolved_database_url)
+    hub = Hub.open(scp_settings)
+    saved = tempfile.tempdir
+    server = start(hub, block=False)
+    try:
+        assert not stale.exists()
+        assert (live / "tmp1234.dcm").exists() and (elsewhere / "tmp1234.dcm").exists()
+        own = spool_dir(scp_settings)
+        assert own.is_dir() and own.name == f"{host}-{os.getpid()}"
+        storescu(scp_settings.dicom_port, testdata("CT_small.dcm"))
+        assert len(_stored(hub)) == 1
+        assert list(own.iterdir()) == []  # the received dataset's spool file was removed
+    finally:
+        server.shutdown()
+        tempfile.tempdir = saved
+        release_spool(scp_settings)
+        hub.close()
+    assert not own.exists()

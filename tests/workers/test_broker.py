@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,10 @@ def consume_while_publishing(transport: str, options: dict[str, Any]) -> list[in
 
 
 @pytest.mark.slow
-def test_a_consumer_only_sees_whole_messages(tmp_path: Path) -> None:
+def test_a_consumer_only_sees_whole_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)  # make_celery sets it
     app = make_celery(Settings(data_dir=tmp_path))
     options = app.conf.broker_transport_options
     received = consume_while_publishing(app.conf.broker_transport, options)

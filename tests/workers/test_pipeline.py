@@ -11,9 +11,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from imaging_hub.db.models import Instance, Job, JobState, StoredFile, StoredFileState, Study
+from imaging_hub.db.models import (
+    IdentityLinkEvent,
+    Instance,
+    Job,
+    JobState,
+    PatientRecord,
+    Series,
+    SourceIdentity,
+    StoredFile,
+    StoredFileState,
+    Study,
+)
 from imaging_hub.hub import Hub
-from tests.processes import Deployment
+from tests.processes import Deployment, PrivateRedis
 from tests.support import make_instances, storescu, wait_for_port, wait_until
 
 pytestmark = [pytest.mark.dcmtk, pytest.mark.slow]
@@ -89,29 +100,47 @@ def test_sigkilled_worker_loses_nothing(
                 select(func.count(StoredFile.id)).where(StoredFile.state == StoredFileState.INDEXED)
             ).scalar_one()
             instance_uids = s.execute(select(Instance.sop_instance_uid)).scalars().all()
+            counts = {
+                model.__name__: s.execute(select(func.count()).select_from(model)).scalar_one()
+                for model in (PatientRecord, SourceIdentity, IdentityLinkEvent, Series, Study)
+            }
         assert study.num_instances == 200 and indexed_files == 200
         assert len(set(instance_uids)) == len(instance_uids) == 200
+        # All 200 share one patient and one series: a job run twice must not create a second
+        # patient record, identity, link event or series.
+        assert counts == dict.fromkeys(counts, 1), counts
+        assert JobState.FAILED.value not in _job_states(hub)
     finally:
         hub.close()
 
 
 def test_broker_down_while_receiving(
-    deploy: Callable[..., Deployment], pg_url: str, private_redis, tmp_path: Path
+    deploy: Callable[..., Deployment], pg_url: str, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
-    """The broker is unreachable during 50 sends: all succeed, all are indexed once it is back."""
-    d = deploy(pg_url, f"redis://127.0.0.1:{private_redis.port}/0")
+    """The broker dies under a running worker: 50 sends succeed; all are indexed once it is back."""
+    private_redis.start()
+    d = deploy(pg_url, private_redis.url)
     d.start("scp")
     d.start("worker")
     wait_for_port(d.settings.dicom_port)
-    storescu(d.settings.dicom_port, *make_instances(tmp_path / "in", 50))
+    study = make_instances(tmp_path / "in", 51)
     hub = d.hub()
     try:
+        storescu(d.settings.dicom_port, study[0])
+        # Indexed means the worker consumes and its relay runs (it starts on worker_ready).
+        assert wait_until(lambda: _indexed(hub) == 1, timeout=60), d.logs()
+        private_redis.stop()
+        storescu(d.settings.dicom_port, *study[1:])  # every send succeeds with the broker down
         with hub.db.read() as s:
-            assert s.execute(select(func.count(StoredFile.id))).scalar_one() == 50
-        assert _indexed(hub) == 0
-        assert set(_job_states(hub)) <= {JobState.QUEUED.value, JobState.PUBLISHED.value}
-        private_redis()  # the broker comes back
-        assert wait_until(lambda: _indexed(hub) == 50, timeout=90), d.logs()
-        assert wait_until(lambda: _job_states(hub) == {"done": 50}, timeout=30)
+            assert s.execute(select(func.count(StoredFile.id))).scalar_one() == 51
+        assert wait_until(lambda: "broker_unavailable" in d.logs(), timeout=30), d.logs()
+        assert _indexed(hub) == 1
+        states = _job_states(hub)
+        assert states.pop(JobState.DONE.value) == 1
+        assert set(states) <= {JobState.QUEUED.value, JobState.PUBLISHED.value}, states
+        assert sum(states.values()) == 50
+        private_redis.start()  # the broker comes back, empty, on the same port
+        assert wait_until(lambda: _indexed(hub) == 51, timeout=120), d.logs()
+        assert wait_until(lambda: _job_states(hub) == {"done": 51}, timeout=30), _job_states(hub)
     finally:
         hub.close()

@@ -1,13 +1,15 @@
 """The ``imaging-hub`` command.
 
 The core defines the command group and the commands that need only the core (``db``, ``jobs``,
-``serve``). The front ends add their own commands (``scp``, ``api``, ``worker``) through the
-``imaging_hub.commands`` entry-point group, so the core never imports them.
+``users``, ``import``, ``serve``). The front ends add their own commands (``scp``, ``api``,
+``worker``) through the ``imaging_hub.commands`` entry-point group, so the core never imports
+them.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,6 +124,121 @@ def jobs_retry(settings: Settings, job_ids: tuple[int, ...]) -> None:
     finally:
         hub.close()
     click.echo(f"{count} job(s) queued again")
+
+
+@main.group()
+def users() -> None:
+    """User accounts: add, list, disable, reset passwords."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    """A new password: the first line of stdin, or typed twice at a hidden prompt."""
+    if not from_stdin:
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.ClickException("no password on standard input")
+    return password
+
+
+def _account_command(settings: Settings, action: Callable[[Hub], str]) -> None:
+    """Run an account action on the migrated index and print its result, or a clean error."""
+    from imaging_hub.errors import HubError
+
+    hub = open_checked_hub(settings)
+    try:
+        click.echo(action(hub))
+    except (HubError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        hub.close()
+
+
+_password_stdin = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, help="clinician, radiology or admin.")
+@click.option("--specialty", default=None, help="e.g. neurosurgery, physiatry, pain-medicine.")
+@_password_stdin
+@pass_settings
+def users_add(
+    settings: Settings, name: str, role: str, specialty: str | None, password_stdin: bool
+) -> None:
+    """Create a user with a role (and optionally a specialty)."""
+    from imaging_hub.auth import LoginPolicy, create_user
+
+    password = _read_password(password_stdin)
+    policy = LoginPolicy.from_settings(settings)
+
+    def add(hub: Hub) -> str:
+        user = create_user(hub.db, name, password, role=role, specialty=specialty, policy=policy)
+        return f"user {user.username} created with role {user.role}"
+
+    _account_command(settings, add)
+
+
+@users.command("list")
+@pass_settings
+def users_list(settings: Settings) -> None:
+    """List users: name, role, specialty, state, last login."""
+    from imaging_hub.auth import list_users
+    from imaging_hub.db.models import utcnow
+
+    def show(hub: Hub) -> str:
+        now, lines = utcnow(), []
+        for u in list_users(hub.db):
+            state = "disabled" if u.disabled else "active"
+            if u.locked_until is not None and u.locked_until > now:
+                state += ",locked"
+            last = u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else "-"
+            lines.append(f"{u.username}\t{u.role}\t{u.specialty or '-'}\t{state}\t{last}")
+        return "\n".join(lines) or "no users"
+
+    _account_command(settings, show)
+
+
+@users.command("disable")
+@click.argument("name")
+@pass_settings
+def users_disable(settings: Settings, name: str) -> None:
+    """Disable a user: no more logins, and their tokens stop working."""
+    from imaging_hub.auth import set_disabled
+
+    _account_command(settings, lambda hub: f"user {set_disabled(hub.db, name).username} disabled")
+
+
+@users.command("enable")
+@click.argument("name")
+@pass_settings
+def users_enable(settings: Settings, name: str) -> None:
+    """Enable a disabled user again."""
+    from imaging_hub.auth import set_disabled
+
+    _account_command(
+        settings, lambda hub: f"user {set_disabled(hub.db, name, False).username} enabled"
+    )
+
+
+@users.command("reset-password")
+@click.argument("name")
+@_password_stdin
+@pass_settings
+def users_reset_password(settings: Settings, name: str, password_stdin: bool) -> None:
+    """Set a new password, unlock the account and revoke its tokens."""
+    from imaging_hub.auth import LoginPolicy, reset_password
+
+    password = _read_password(password_stdin)
+    policy = LoginPolicy.from_settings(settings)
+
+    def reset(hub: Hub) -> str:
+        user = reset_password(hub.db, name, password, policy=policy)
+        return f"password of {user.username} reset"
+
+    _account_command(settings, reset)
 
 
 @main.command("import")

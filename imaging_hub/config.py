@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -54,6 +54,26 @@ class NodeService(StrEnum):
     QUERY = "query"
     RETRIEVE = "retrieve"
     MOVE_DESTINATION = "move-destination"
+
+
+#: The shortest JWT signing secret accepted from the settings (HS256 wants at least 256 bits).
+MIN_SECRET_LENGTH = 32
+#: Fragments that mark a secret copied from an example rather than generated.
+_PLACEHOLDERS = ("changeme", "changethis", "secret", "password", "example", "placeholder", "xxxx")
+
+
+def _check_jwt_secret(value: SecretStr | None) -> SecretStr | None:
+    """Refuse a configured signing secret that is short or an obvious placeholder."""
+    if value is None or not value.get_secret_value():
+        return None
+    secret = value.get_secret_value()
+    hint = "set HUB_AUTH_JWT_SECRET to a random string (or unset it to use a generated one)"
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"the secret has fewer than {MIN_SECRET_LENGTH} characters: {hint}")
+    squashed = secret.lower().replace("_", "").replace("-", "")
+    if any(p in squashed for p in _PLACEHOLDERS) or len(set(secret)) < 10:
+        raise ValueError(f"the secret looks like a placeholder: {hint}")
+    return value
 
 
 def _check_aet(value: str) -> str:
@@ -112,9 +132,19 @@ class Settings(BaseSettings):
     jobs_max_in_flight: int = Field(default=256, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
 
+    auth_jwt_secret: SecretStr | None = None
+    auth_access_token_minutes: float = Field(default=15.0, gt=0)
+    auth_refresh_token_hours: float = Field(default=12.0, gt=0)
+    auth_max_failed_logins: int = Field(default=5, ge=1)
+    auth_lockout_seconds: float = Field(default=300.0, ge=0)
+    auth_min_password_length: int = Field(default=12, ge=8)
+
     log_level: str = "INFO"
 
     _validate_aet = field_validator("dicom_aet")(classmethod(lambda cls, v: _check_aet(v)))
+    _validate_secret = field_validator("auth_jwt_secret")(
+        classmethod(lambda cls, v: _check_jwt_secret(v))
+    )
 
     @field_validator("database_url", "broker_url")
     @classmethod
@@ -143,6 +173,11 @@ class Settings(BaseSettings):
     def quarantine_dir(self) -> Path:
         """Where rejected input is kept for inspection."""
         return self.data_dir / "quarantine"
+
+    @property
+    def jwt_secret_file(self) -> Path:
+        """Where the generated token signing secret is kept when none is configured."""
+        return self.data_dir / "jwt-secret"
 
     @property
     def broker_dir(self) -> Path:

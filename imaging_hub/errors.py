@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 __all__ = [
+    "AccountDisabled",
+    "AccountLocked",
+    "AlreadyExists",
+    "AuthenticationFailed",
     "ConfigError",
     "DuplicateRejected",
     "HubError",
     "InvalidDicom",
     "InvalidUid",
     "NotFound",
+    "PermissionDenied",
     "StorageFull",
     "TooLarge",
 ]
@@ -44,3 +49,27 @@ class TooLarge(HubError):
 
 class NotFound(HubError):
     """The requested object does not exist in the index."""
+
+
+class AlreadyExists(HubError):
+    """An object with the same unique name already exists."""
+
+
+class AuthenticationFailed(HubError):
+    """Credentials or a token were missing, wrong, expired or revoked; the message says which."""
+
+
+class AccountLocked(AuthenticationFailed):
+    """Too many failed logins: the account refuses logins until ``retry_after`` seconds pass."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AccountDisabled(HubError):
+    """The account exists but an admin has disabled it."""
+
+
+class PermissionDenied(HubError):
+    """The authenticated user's role may not do this."""

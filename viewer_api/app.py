@@ -7,14 +7,24 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from imaging_hub.auth import TokenIssuer
 from imaging_hub.config import Settings
 from imaging_hub.hub import Hub
 from viewer_api import health
+from viewer_api.auth import AUTHENTICATED
 from viewer_api.dicomweb import qido
 from viewer_api.errors import install_error_handlers
-from viewer_api.rest import studies
+from viewer_api.rest import auth, studies, users
 
-__all__ = ["create_app"]
+__all__ = ["PROTECTED_ROUTERS", "create_app"]
+
+#: Every router under /api and /dicomweb except auth's, each with its prefix: all of their
+#: routes need a valid bearer token (DESIGN invariant 6). Add new routers here.
+PROTECTED_ROUTERS = [
+    (qido.router, "/dicomweb"),
+    (studies.router, "/api"),
+    (users.router, "/api"),
+]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -24,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub.open(settings)
         app.state.hub = hub
+        app.state.tokens = TokenIssuer.from_settings(settings)
         try:
             yield
         finally:
@@ -32,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Imaging Hub", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(qido.router, prefix="/dicomweb")
-    app.include_router(studies.router, prefix="/api")
+    app.include_router(auth.router, prefix="/api")  # token and refresh are public; me is not
+    for router, prefix in PROTECTED_ROUTERS:
+        app.include_router(router, prefix=prefix, dependencies=AUTHENTICATED)
     return app

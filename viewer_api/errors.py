@@ -9,11 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from imaging_hub.errors import (
+    AccountDisabled,
+    AccountLocked,
+    AlreadyExists,
+    AuthenticationFailed,
     DuplicateRejected,
     HubError,
     InvalidDicom,
     InvalidUid,
     NotFound,
+    PermissionDenied,
     StorageFull,
     TooLarge,
 )
@@ -26,8 +31,13 @@ log = structlog.get_logger(__name__)
 ERROR_STATUS: dict[type[HubError], int] = {
     InvalidDicom: 400,
     InvalidUid: 400,
+    AuthenticationFailed: 401,
+    AccountDisabled: 403,
+    PermissionDenied: 403,
     NotFound: 404,
+    AlreadyExists: 409,
     DuplicateRejected: 409,
+    AccountLocked: 429,
     TooLarge: 413,
     StorageFull: 507,
 }
@@ -52,7 +62,17 @@ async def _hub_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("request_failed", path=request.url.path, error=type(exc).__name__)
         return JSONResponse({"detail": "internal error"}, status_code=status)
     log.info("request_refused", path=request.url.path, error=type(exc).__name__, status=status)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=_headers(exc, status))
+
+
+def _headers(exc: HubError, status: int) -> dict[str, str]:
+    """Headers an error answer needs: the auth scheme on 401 (RFC 6750 3), Retry-After on 429."""
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, AccountLocked):
+        headers["Retry-After"] = str(exc.retry_after)
+    return headers
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -39,11 +40,14 @@ __all__ = [
     "JobState",
     "LinkState",
     "PatientRecord",
+    "Role",
     "Series",
     "SourceIdentity",
+    "Specialty",
     "StoredFile",
     "StoredFileState",
     "Study",
+    "UserAccount",
     "utcnow",
 ]
 
@@ -313,3 +317,46 @@ class AuditEvent(Base):
     patient_record_id: Mapped[int | None] = mapped_column(BigId, index=True)
     study_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
+class Role(StrEnum):
+    """What a user may do: clinicians read, radiology staff also fix data, admins run the hub."""
+
+    CLINICIAN = "clinician"
+    RADIOLOGY = "radiology"
+    ADMIN = "admin"
+
+
+class Specialty(StrEnum):
+    """A user's clinical specialty (profile information, not a permission)."""
+
+    ORTHOPEDIC_SURGERY = "orthopedic-surgery"
+    NEUROSURGERY = "neurosurgery"
+    PHYSIATRY = "physiatry"
+    PAIN_MEDICINE = "pain-medicine"
+    CHIROPRACTIC = "chiropractic"
+    PHYSICAL_THERAPY = "physical-therapy"
+    PSYCHOLOGY = "psychology"
+    RADIOLOGY = "radiology"
+    OTHER = "other"
+
+
+class UserAccount(Base):
+    """A person who signs in to the API: password hash, role, profile and login throttling."""
+
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(String(16))
+    specialty: Mapped[Specialty | None] = mapped_column(String(32))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Consecutive failed logins since the last success or lockout.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: Tokens issued before this moment are refused (a password reset revokes them).
+    password_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

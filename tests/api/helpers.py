@@ -33,6 +33,9 @@ MAX = {
     "PatientSex": "M",
 }
 
+#: The password of the test users.
+PASSWORD = "correct-horse-battery"
+
 #: Studies of the corpus, newest StudyDate first (the order every search returns).
 ORDER = ["C", "A", "B", "D"]
 

@@ -7,9 +7,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import uvicorn
 from dicomweb_client import DICOMwebClient
 from pydicom import Dataset
+from requests import HTTPError
 
 from imaging_hub.config import Settings
 from tests.support import free_port
@@ -39,9 +41,14 @@ def running_server(settings: Settings) -> Iterator[str]:
         assert not thread.is_alive(), "the server did not stop"
 
 
-def test_dicomweb_client_searches_for_studies(hub, corpus):
+def test_dicomweb_client_searches_for_studies(hub, corpus, token):
     with running_server(hub.settings) as base_url:
-        client = DICOMwebClient(url=f"{base_url}/dicomweb")
+        anonymous = DICOMwebClient(url=f"{base_url}/dicomweb")
+        with pytest.raises(HTTPError) as refused:
+            anonymous.search_for_studies()
+        client = DICOMwebClient(
+            url=f"{base_url}/dicomweb", headers={"Authorization": f"Bearer {token}"}
+        )
         jane = client.search_for_studies(search_filters={"PatientID": "P1"})
         recent_ct = client.search_for_studies(
             search_filters={"ModalitiesInStudy": "CT", "StudyDate": "20240101-"},
@@ -49,6 +56,7 @@ def test_dicomweb_client_searches_for_studies(hub, corpus):
         )
         paged = client.search_for_studies(limit=1, offset=1, fuzzymatching=False)
         everything = client.search_for_studies(limit=1, get_remaining=True)
+    assert refused.value.response.status_code == 401
     assert [Dataset.from_json(d).StudyInstanceUID for d in jane] == [corpus["A"], corpus["B"]]
     descriptions = [Dataset.from_json(d).StudyDescription for d in recent_ct]
     assert descriptions == ["Whole spine 50% dose", "Lumbar spine MRI"]

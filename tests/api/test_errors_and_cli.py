@@ -62,14 +62,14 @@ def test_unmapped_core_errors_are_500_without_details(hub):
     assert isinstance(ConfigError("x"), HubError)
 
 
-def test_validation_errors_are_422_json_and_400_under_dicomweb(hub):
+def test_validation_errors_are_422_json_and_400_under_dicomweb(hub, token):
     app = create_app(hub.settings)
 
     @app.get("/dicomweb/typed")
     def typed(n: int) -> int:
         return n
 
-    with TestClient(app) as client:
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
         rest = client.get("/api/studies", params={"limit": "many"})
         dicomweb = client.get("/dicomweb/typed", params={"n": "many"})
     assert rest.status_code == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -32,9 +33,35 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def _study_visible(base: str) -> bool:
-    response = httpx.get(f"{base}/dicomweb/studies", params={"StudyInstanceUID": CT_STUDY})
+PASSWORD = "a-long-password"
+
+
+def _study_visible(base: str, headers: dict[str, str]) -> bool:
+    response = httpx.get(
+        f"{base}/dicomweb/studies", params={"StudyInstanceUID": CT_STUDY}, headers=headers
+    )
     return response.status_code == 200 and len(response.json()) == 1
+
+
+def _sign_in(base: str, env: dict[str, str], cwd: Path | None = None) -> dict[str, str]:
+    """Create a clinician with `imaging-hub users add`, log in over HTTP; the auth header."""
+    command = ["users", "add", "alice", "--role", "clinician", "--password-stdin"]
+    added = subprocess.run(
+        [sys.executable, "-m", "imaging_hub", *command],
+        input=f"{PASSWORD}\n",
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    refused = httpx.get(f"{base}/dicomweb/studies")
+    assert refused.status_code == 401, refused.text
+    form = {"username": "alice", "password": PASSWORD}
+    response = httpx.post(f"{base}/api/auth/token", data=form)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 def test_serve_with_no_configuration(tmp_path: Path) -> None:
@@ -57,11 +84,11 @@ def test_serve_with_no_configuration(tmp_path: Path) -> None:
         wait_for_port(11112, timeout=60)
         wait_for_port(8000, timeout=60)
         assert (tmp_path / "hub-data" / "index.sqlite").exists()
+        headers = _sign_in("http://127.0.0.1:8000", env, cwd=tmp_path)
         storescu(11112, testdata("CT_small.dcm"))
         acknowledged = time.monotonic()
-        assert wait_until(lambda: _study_visible("http://127.0.0.1:8000"), timeout=2.0), (
-            tmp_path / "serve.log"
-        ).read_text()[-4000:]
+        visible = functools.partial(_study_visible, "http://127.0.0.1:8000", headers)
+        assert wait_until(visible, timeout=2.0), (tmp_path / "serve.log").read_text()[-4000:]
         print(f"study visible {time.monotonic() - acknowledged:.2f} s after storescu returned")
     finally:
         proc.send_signal(signal.SIGINT)
@@ -89,7 +116,8 @@ def test_scale_out_processes(
     base = f"http://127.0.0.1:{http_port}"
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["broker"] == "ok"
+    headers = _sign_in(base, {**os.environ, **d.env})
     storescu(d.settings.dicom_port, testdata("CT_small.dcm"))
-    assert wait_until(lambda: _study_visible(base), timeout=2.0), d.logs()
-    (study,) = httpx.get(f"{base}/api/studies").json()
+    assert wait_until(lambda: _study_visible(base, headers), timeout=2.0), d.logs()
+    (study,) = httpx.get(f"{base}/api/studies", headers=headers).json()
     assert study["study_uid"] == CT_STUDY and study["num_instances"] == 1

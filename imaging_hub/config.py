@@ -214,7 +214,11 @@ def _describe(error: ValidationError, from_file: set[str]) -> str:
     lines = []
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "?"
-        where = "in the config file" if field in from_file else f"HUB_{field.upper()}"
+        env_name = f"HUB_{field.upper()}"
+        # The environment wins over the file, so a bad value set in both came from the former.
+        where = (
+            "in the config file" if field in from_file and env_name not in os.environ else env_name
+        )
         rest = ".".join(str(p) for p in item["loc"][1:])
         lines.append(f"{where} {field}{'.' + rest if rest else ''}: {item['msg']}")
     return "invalid settings:\n  " + "\n  ".join(lines)

@@ -101,3 +101,13 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     broken.write_text("[dicom\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(broken)
+
+
+def test_error_names_the_environment_when_it_overrides_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text("[dicom]\nport = 104\n")
+    monkeypatch.setenv("HUB_DICOM_PORT", "not-a-port")
+    with pytest.raises(ConfigError, match="HUB_DICOM_PORT dicom_port"):
+        load_settings(config)

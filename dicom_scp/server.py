@@ -1,4 +1,4 @@
-"""The receiver: a pynetdicom AE that accepts every storage SOP class in every transfer syntax."""
+"""The DICOM node: a pynetdicom AE for C-ECHO, C-STORE (every storage class and syntax), C-FIND."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
@@ -20,6 +26,8 @@ from pynetdicom import (
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_scp.access import Access, handle_requested
+from dicom_scp.find import FIND_MODELS, handle_find
 from dicom_scp.handlers import handle_echo, handle_store
 from imaging_hub.config import Settings, UnknownAetPolicy
 from imaging_hub.hub import Hub
@@ -27,6 +35,14 @@ from imaging_hub.hub import Hub
 __all__ = ["build_ae", "configure_pynetdicom", "release_spool", "spool_dir", "start"]
 
 log = structlog.get_logger(__name__)
+
+#: Transfer syntaxes accepted for query identifiers (no pixel data: the uncompressed ones).
+QUERY_TRANSFER_SYNTAXES = [
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
 
 
 def configure_pynetdicom(settings: Settings) -> None:
@@ -91,6 +107,8 @@ def build_ae(settings: Settings) -> AE:
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    for find_model in FIND_MODELS:
+        ae.add_supported_context(find_model, QUERY_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -99,9 +117,12 @@ def start(hub: Hub, *, block: bool = True) -> ThreadedAssociationServer | None:
     settings = hub.settings
     configure_pynetdicom(settings)
     ae = build_ae(settings)
+    access = Access(settings)
     handlers: list[Any] = [
+        (evt.EVT_REQUESTED, handle_requested, [access]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [hub]),
+        (evt.EVT_C_STORE, handle_store, [hub, access]),
+        (evt.EVT_C_FIND, handle_find, [hub, access]),
     ]
     log.info(
         "scp_listening",

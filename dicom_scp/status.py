@@ -1,12 +1,30 @@
-"""Core errors -> C-STORE failure statuses (PS3.4 B.2.3 and Annex C), in one table."""
+"""Core errors -> C-STORE and C-FIND failure statuses (PS3.4 B.2.3, C.4.1.1.4), in tables."""
 
 from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
-from imaging_hub.errors import DuplicateRejected, InvalidDicom, StorageFull, TooLarge
+from imaging_hub.errors import (
+    DuplicateRejected,
+    InvalidDicom,
+    InvalidUid,
+    StorageFull,
+    TooLarge,
+)
+from imaging_hub.qr import IdentifierMismatch
 
-__all__ = ["STORE_STATUS", "SUCCESS", "UNABLE_TO_PROCESS", "status_dataset", "store_failure"]
+__all__ = [
+    "CANCEL",
+    "FIND_STATUS",
+    "NOT_AUTHORIZED",
+    "PENDING",
+    "STORE_STATUS",
+    "SUCCESS",
+    "UNABLE_TO_PROCESS",
+    "find_failure",
+    "status_dataset",
+    "store_failure",
+]
 
 SUCCESS = 0x0000
 #: Refused: Out of Resources.
@@ -42,3 +60,30 @@ def store_failure(error: Exception) -> Dataset:
         if isinstance(error, kind):
             return status_dataset(status, str(error))
     return status_dataset(UNABLE_TO_PROCESS, "internal error while storing")
+
+
+#: Refused: Not Authorized (PS3.7 C.5.x general status): the peer may not use this service.
+NOT_AUTHORIZED = 0x0124
+#: C-FIND: Pending, a match follows.
+PENDING = 0xFF00
+#: C-FIND: Matching terminated due to Cancel.
+CANCEL = 0xFE00
+#: C-FIND: Failed, unable to process (a malformed matching value).
+FIND_UNABLE_TO_PROCESS = 0xC000
+#: C-FIND: an unexpected error in the hub.
+FIND_INTERNAL_ERROR = 0xC001
+
+#: Checked in order; the first class the error is an instance of decides the C-FIND status.
+FIND_STATUS: list[tuple[type[Exception], int]] = [
+    (IdentifierMismatch, DATASET_MISMATCH),
+    (ValueError, FIND_UNABLE_TO_PROCESS),
+    (InvalidUid, FIND_UNABLE_TO_PROCESS),
+]
+
+
+def find_failure(error: Exception) -> Dataset:
+    """The C-FIND failure status for an error raised while reading or running a query."""
+    for kind, status in FIND_STATUS:
+        if isinstance(error, kind):
+            return status_dataset(status, str(error))
+    return status_dataset(FIND_INTERNAL_ERROR, "internal error while searching")

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     jobs_relay_interval: float = Field(default=0.2, gt=0)
     jobs_max_in_flight: int = Field(default=256, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
+    previews_size: int = Field(default=1024, ge=256, le=4096)
 
     auth_jwt_secret: SecretStr | None = None
     auth_access_token_minutes: float = Field(default=15.0, gt=0)

@@ -21,6 +21,7 @@ from imaging_hub.db.models import (
     Instance,
     LinkState,
     PatientRecord,
+    PreviewState,
     Series,
     SourceIdentity,
     StoredFile,
@@ -37,7 +38,7 @@ from imaging_hub.dicom.keys import (
 )
 from imaging_hub.errors import InvalidDicom
 from imaging_hub.hub import Hub
-from imaging_hub.jobs import PermanentError
+from imaging_hub.jobs import PermanentError, enqueue
 
 __all__ = ["index_job", "index_stored_file"]
 
@@ -215,6 +216,7 @@ def _place_instance(
     instance.columns = k.columns
     instance.stored_file_id = stored.id
     instance.dicom_json = k.dicom_json
+    instance.preview_state = PreviewState.PENDING  # a render job follows in this transaction
     instance.indexed_at = utcnow()
     session.add(instance)
     stored.state = StoredFileState.INDEXED
@@ -256,6 +258,13 @@ def index_stored_file(hub: Hub, stored_file_id: int) -> None:
                 setattr(series, name, value)
         previous_series = existing.series_pk if existing else None
         _place_instance(s, keys, series, stored, existing)
+        enqueue(
+            s,
+            "render",
+            {"sop_instance_uid": keys.instance.sop_instance_uid},
+            study_uid=study.study_uid,
+            max_attempts=hub.settings.jobs_max_attempts,
+        )
         _refresh_aggregates(s, study, series)
         if previous_series is not None and previous_series != series.id:
             old = s.get(Series, previous_series)

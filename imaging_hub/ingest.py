@@ -197,7 +197,13 @@ def _store(
         )
         s.add(row)
         s.flush()
-        enqueue(s, "index", {"stored_file_id": row.id}, max_attempts=hub.settings.jobs_max_attempts)
+        enqueue(
+            s,
+            "index",
+            {"stored_file_id": row.id},
+            study_uid=header.study_uid,
+            max_attempts=hub.settings.jobs_max_attempts,
+        )
         row_id = row.id
     status = IngestStatus.NEW_VERSION if versions else IngestStatus.STORED
     log.info("instance_stored", sop_instance_uid=uid, bytes=size, source=source, status=str(status))

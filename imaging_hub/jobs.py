@@ -68,6 +68,7 @@ def enqueue(
     kind: str,
     payload: dict[str, Any],
     *,
+    study_uid: str | None = None,
     max_attempts: int = 5,
     not_before: dt.datetime | None = None,
 ) -> Job:
@@ -78,6 +79,7 @@ def enqueue(
         kind=kind,
         queue=KIND_QUEUES[kind],
         payload=payload,
+        study_uid=study_uid,
         state=JobState.QUEUED,
         max_attempts=max_attempts,
         not_before=not_before or utcnow(),

@@ -40,6 +40,7 @@ __all__ = [
     "JobState",
     "LinkState",
     "PatientRecord",
+    "PreviewState",
     "Role",
     "Series",
     "SourceIdentity",
@@ -217,6 +218,16 @@ class Series(Base):
     study: Mapped[Study] = relationship(back_populates="series")
 
 
+class PreviewState(StrEnum):
+    """Whether an instance's thumbnail and preview exist."""
+
+    PENDING = "pending"
+    READY = "ready"
+    #: Not an image (PDF, SR, presentation state …): served as a generic icon.
+    ICON = "icon"
+    FAILED = "failed"
+
+
 class Instance(Base):
     """One instance (SOPInstanceUID) and the stored file that currently represents it."""
 
@@ -232,6 +243,7 @@ class Instance(Base):
     columns: Mapped[int | None] = mapped_column(Integer)
     stored_file_id: Mapped[int] = mapped_column(ForeignKey("stored_file.id"))
     dicom_json: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    preview_state: Mapped[PreviewState] = mapped_column(String(16), default=PreviewState.PENDING)
     indexed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     series: Mapped[Series] = relationship()
@@ -290,6 +302,8 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(32))
     queue: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    #: The study the work is for, so that a study's processing status can be counted.
+    study_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     state: Mapped[JobState] = mapped_column(String(16), default=JobState.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)

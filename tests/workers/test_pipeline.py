@@ -17,6 +17,7 @@ from imaging_hub.db.models import (
     Job,
     JobState,
     PatientRecord,
+    PreviewState,
     Series,
     SourceIdentity,
     StoredFile,
@@ -65,7 +66,11 @@ def test_received_study_is_indexed_by_a_worker(deployment: Deployment, tmp_path:
         with hub.db.read() as s:
             study = s.execute(select(Study)).scalar_one()
         assert (study.num_series, study.num_instances) == (2, 5)
-        assert wait_until(lambda: _job_states(hub) == {"done": 5}, timeout=10)
+        # Each instance: an index job, then a render job that made its previews.
+        assert wait_until(lambda: _job_states(hub) == {"done": 10}, timeout=30), _job_states(hub)
+        with hub.db.read() as s:
+            states = set(s.execute(select(Instance.preview_state)).scalars())
+        assert states == {PreviewState.READY}
     finally:
         hub.close()
 
@@ -93,7 +98,7 @@ def test_sigkilled_worker_loses_nothing(
         assert killed_at < 200, "the worker finished before it could be killed"
         d.start("worker")
         assert wait_until(lambda: _indexed(hub) == 200, timeout=120), d.logs()
-        assert wait_until(lambda: _job_states(hub) == {"done": 200}, timeout=60), _job_states(hub)
+        assert wait_until(lambda: _job_states(hub) == {"done": 400}, timeout=120), _job_states(hub)
         with hub.db.read() as s:
             study = s.execute(select(Study)).scalar_one()
             indexed_files = s.execute(
@@ -141,6 +146,6 @@ def test_broker_down_while_receiving(
         assert sum(states.values()) == 50
         private_redis.start()  # the broker comes back, empty, on the same port
         assert wait_until(lambda: _indexed(hub) == 51, timeout=120), d.logs()
-        assert wait_until(lambda: _job_states(hub) == {"done": 51}, timeout=30), _job_states(hub)
+        assert wait_until(lambda: _job_states(hub) == {"done": 102}, timeout=60), _job_states(hub)
     finally:
         hub.close()

@@ -22,6 +22,7 @@ from imaging_hub.errors import (
     StorageFull,
     TooLarge,
 )
+from imaging_hub.retrieve import NotAcceptable
 
 __all__ = ["ERROR_STATUS", "install_error_handlers", "status_for"]
 
@@ -35,6 +36,7 @@ ERROR_STATUS: dict[type[HubError], int] = {
     AccountDisabled: 403,
     PermissionDenied: 403,
     NotFound: 404,
+    NotAcceptable: 406,
     AlreadyExists: 409,
     DuplicateRejected: 409,
     AccountLocked: 429,

@@ -46,7 +46,7 @@ def test_every_route_under_api_and_dicomweb_needs_a_token(anonymous: TestClient)
     """A new route under /api or /dicomweb that skips the token check makes this test fail."""
     checked = set()
     for path, methods, route in every_route(anonymous.app):
-        if not re.match(r"/(api|dicomweb)(/|$)", path) or path in PUBLIC_PATHS:
+        if not re.match(r"/(api|dicomweb|wado)(/|$)", path) or path in PUBLIC_PATHS:
             continue
         assert not isinstance(route, Mount), f"{path}: mounted apps are not token-checked"
         url = re.sub(r"\{[^}]+\}", "1.2.3", path)
@@ -57,6 +57,7 @@ def test_every_route_under_api_and_dicomweb_needs_a_token(anonymous: TestClient)
             assert "not authenticated" in response.json()["detail"]
             checked.add((method, path))
     assert {("GET", "/api/studies"), ("GET", "/dicomweb/studies")} <= checked
+    assert {("POST", "/dicomweb/studies"), ("GET", "/wado")} <= checked
     assert {("GET", "/api/auth/me"), ("GET", "/api/admin/users")} <= checked
 
 

@@ -12,9 +12,9 @@ from imaging_hub.config import Settings
 from imaging_hub.hub import Hub
 from viewer_api import health
 from viewer_api.auth import AUTHENTICATED
-from viewer_api.dicomweb import qido
+from viewer_api.dicomweb import qido, stow, wado, wado_uri
 from viewer_api.errors import install_error_handlers
-from viewer_api.rest import auth, studies, users
+from viewer_api.rest import auth, jobs, previews, studies, users
 
 __all__ = ["PROTECTED_ROUTERS", "create_app"]
 
@@ -22,8 +22,13 @@ __all__ = ["PROTECTED_ROUTERS", "create_app"]
 #: routes need a valid bearer token (DESIGN invariant 6). Add new routers here.
 PROTECTED_ROUTERS = [
     (qido.router, "/dicomweb"),
+    (wado.router, "/dicomweb"),
+    (stow.router, "/dicomweb"),
+    (wado_uri.router, ""),
     (studies.router, "/api"),
     (users.router, "/api"),
+    (previews.router, "/api"),
+    (jobs.router, "/api"),
 ]
 
 

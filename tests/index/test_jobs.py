@@ -140,6 +140,8 @@ def test_run_job_records_handler_errors(hub: Hub, monkeypatch) -> None:
         raise RuntimeError("disk hiccup")
 
     monkeypatch.setitem(HANDLERS, "index", flaky)
+    # A back-off long enough that a slow machine cannot reach it between the two calls.
+    monkeypatch.setattr("imaging_hub.jobs.backoff_seconds", lambda attempt: 600.0)
     job_id = _job(hub)
     assert run_job(hub, job_id, owner="w") == JobOutcome.RETRY
     assert run_job(hub, job_id, owner="w") == JobOutcome.SKIPPED  # backing off, still queued

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydicom import config as pydicom_config
 
 from imaging_hub.config import Settings
 from imaging_hub.db.migrate import upgrade
@@ -25,6 +26,19 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("HUB_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _pydicom_validation_modes() -> Iterator[None]:
+    """Restore pydicom's global validation modes after each test.
+
+    dicomweb-client switches them to RAISE around its calls and does not switch them back when
+    the call raises, which would make later tests read invalid values strictly.
+    """
+    settings = pydicom_config.settings
+    saved = settings.reading_validation_mode, settings.writing_validation_mode
+    yield
+    settings.reading_validation_mode, settings.writing_validation_mode = saved
 
 
 @pytest.fixture

@@ -132,8 +132,10 @@ def test_broker_down_while_receiving(
     hub = d.hub()
     try:
         storescu(d.settings.dicom_port, study[0])
-        # Indexed means the worker consumes and its relay runs (it starts on worker_ready).
-        assert wait_until(lambda: _indexed(hub) == 1, timeout=60), d.logs()
+        # Both of its jobs done (index, then render) means the worker consumes and its relay
+        # runs (it starts on worker_ready), and nothing of the first instance is still in flight.
+        assert wait_until(lambda: _job_states(hub) == {"done": 2}, timeout=60), d.logs()
+        assert _indexed(hub) == 1
         private_redis.stop()
         storescu(d.settings.dicom_port, *study[1:])  # every send succeeds with the broker down
         with hub.db.read() as s:
@@ -141,7 +143,7 @@ def test_broker_down_while_receiving(
         assert wait_until(lambda: "broker_unavailable" in d.logs(), timeout=30), d.logs()
         assert _indexed(hub) == 1
         states = _job_states(hub)
-        assert states.pop(JobState.DONE.value) == 1
+        assert states.pop(JobState.DONE.value) == 2
         assert set(states) <= {JobState.QUEUED.value, JobState.PUBLISHED.value}, states
         assert sum(states.values()) == 50
         private_redis.start()  # the broker comes back, empty, on the same port

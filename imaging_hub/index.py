@@ -35,6 +35,7 @@ from imaging_hub.dicom.keys import (
     extract_keys,
     normalize_pn,
     normalize_text,
+    sort_key,
 )
 from imaging_hub.errors import InvalidDicom
 from imaging_hub.hub import Hub
@@ -121,6 +122,7 @@ def _study_fields(keys: IndexKeys, identity: SourceIdentity) -> dict[str, Any]:
         "referring_physician_name": k.referring_physician_name,
         "referring_physician_norm": normalize_pn(k.referring_physician_name),
         "dicom_json": k.dicom_json,
+        "sort_key": sort_key(k.study_date, k.study_time),
     }
 
 
@@ -134,6 +136,8 @@ def _series_fields(keys: IndexKeys, study: Study) -> dict[str, Any]:
         "series_description": k.description,
         "body_part_examined": k.body_part_examined,
         "dicom_json": k.dicom_json,
+        "performed_date": k.performed_date,
+        "performed_time": k.performed_time,
     }
 
 

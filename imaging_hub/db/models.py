@@ -174,6 +174,8 @@ class Study(Base):
     """One study (StudyInstanceUID) with the typed keys QIDO-RS and C-FIND match on."""
 
     __tablename__ = "study"
+    # DICOMweb: searches walk this index in result order (newest first); see ``sort_key``.
+    __table_args__ = (Index("ix_study_sort_key_id", "sort_key", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -195,6 +197,9 @@ class Study(Base):
     dicom_json: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    #: StudyDate as YYYYMMDD + normalised StudyTime ('' without a date): string order is time
+    #: order, so one index serves both the result order and StudyDate ranges (DICOMweb).
+    sort_key: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
     source_identity: Mapped[SourceIdentity] = relationship()
     series: Mapped[list[Series]] = relationship(back_populates="study")
@@ -214,6 +219,9 @@ class Series(Base):
     body_part_examined: Mapped[str | None] = mapped_column(String(64), index=True)
     num_instances: Mapped[int] = mapped_column(Integer, default=0)
     dicom_json: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    #: PerformedProcedureStepStartDate/Time, for series-level matching (DICOMweb).
+    performed_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
+    performed_time: Mapped[str | None] = mapped_column(String(16))
 
     study: Mapped[Study] = relationship(back_populates="series")
 

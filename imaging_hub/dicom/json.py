@@ -9,7 +9,15 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-__all__ = ["BULK_THRESHOLD", "PATIENT_TAGS", "SERIES_TAGS", "STUDY_TAGS", "Levels", "level_json"]
+__all__ = [
+    "BULK_THRESHOLD",
+    "PATIENT_TAGS",
+    "SERIES_TAGS",
+    "STUDY_TAGS",
+    "Levels",
+    "bulk_uris",
+    "level_json",
+]
 
 #: Binary values longer than this are not kept in the index; they are served from the file.
 BULK_THRESHOLD = 1024
@@ -126,3 +134,26 @@ def level_json(ds: Dataset) -> Levels:
     study = {k: v for k, v in full.items() if k in STUDY_TAGS}
     series = {k: v for k, v in full.items() if k in SERIES_TAGS}
     return Levels(patient=patient, study=study, series=series, instance=full)
+
+
+def bulk_uris(dicom_json: dict[str, Any], instance_url: str, path: str = "") -> dict[str, Any]:
+    """A copy of DICOM JSON whose BulkDataURIs (PS3.18 F.2.6) are absolute, by element path.
+
+    A top-level element's URI is ``{instance_url}/bulkdata/{tag}``; one inside a sequence
+    names the sequence, the item index (from 0) and the element in turn, e.g.
+    ``bulkdata/00540016/0/00181072``.
+    """
+    out: dict[str, Any] = {}
+    for tag, element in dicom_json.items():
+        if isinstance(element, dict) and "BulkDataURI" in element:
+            element = {**element, "BulkDataURI": f"{instance_url}/bulkdata/{path}{tag}"}
+        elif isinstance(element, dict) and element.get("vr") == "SQ" and element.get("Value"):
+            items = [
+                bulk_uris(item, instance_url, f"{path}{tag}/{i}/")
+                if isinstance(item, dict)
+                else item
+                for i, item in enumerate(element["Value"])
+            ]
+            element = {**element, "Value": items}
+        out[tag] = element
+    return out

@@ -26,6 +26,7 @@ __all__ = [
     "normalize_text",
     "normalize_time",
     "parse_da",
+    "sort_key",
 ]
 
 
@@ -81,6 +82,13 @@ def normalize_time(value: object) -> str | None:
         return None
     hh, mm, ss, frac = match.groups()
     return f"{hh}{mm or '00'}{ss or '00'}{frac or ''}"
+
+
+def sort_key(study_date: dt.date | None, study_time: str | None) -> str:
+    """A study's place in time as one string (YYYYMMDD + normalised TM; '' without a date)."""
+    if study_date is None:
+        return ""
+    return study_date.strftime("%Y%m%d") + (study_time or "")
 
 
 INT32 = 2**31 - 1
@@ -149,6 +157,8 @@ class SeriesKeys:
     description: str | None
     body_part_examined: str | None
     dicom_json: dict[str, Any]
+    performed_date: dt.date | None = None
+    performed_time: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +224,8 @@ def extract_keys(ds: Dataset) -> IndexKeys:
         description=_str_or_none(ds.get("SeriesDescription"), 256),
         body_part_examined=_str_or_none(ds.get("BodyPartExamined")),
         dicom_json=levels.series,
+        performed_date=parse_da(ds.get("PerformedProcedureStepStartDate")),
+        performed_time=normalize_time(ds.get("PerformedProcedureStepStartTime")),
     )
     instance = InstanceKeys(
         sop_instance_uid=sop_uid,

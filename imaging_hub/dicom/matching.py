@@ -12,24 +12,33 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import Boolean, ColumnElement, and_, func, literal, or_
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-from imaging_hub.dicom.keys import normalize_pn, normalize_text
+from imaging_hub.dicom.keys import normalize_pn, normalize_text, normalize_time
 from imaging_hub.dicom.uids import validate_uid
 
 __all__ = [
     "LIKE_ESCAPE",
     "date_condition",
+    "fuzzy_pn_condition",
+    "glob_pattern",
     "has_wildcards",
+    "int_condition",
     "is_universal",
     "like_pattern",
     "multi_value_condition",
     "parse_date_range",
     "pn_condition",
+    "sort_key_date_condition",
     "string_condition",
     "text_condition",
+    "time_condition",
     "uid_list_condition",
+    "wildcard_condition",
 ]
 
 #: Escape character of every LIKE pattern built here (never a character DICOM gives meaning to).
@@ -40,6 +49,8 @@ Condition = ColumnElement[bool]
 
 _DATE_RE = re.compile(r"\d{8}")
 _CS_RE = re.compile(r"[A-Z0-9_ ]{1,16}")
+_TM_RE = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
+_WORD_SPLIT_RE = re.compile(r"[\s^,=]+")
 
 
 def is_universal(value: str | None) -> bool:
@@ -67,16 +78,80 @@ def like_pattern(value: str) -> str:
     return "".join(out)
 
 
+def glob_pattern(value: str) -> str:
+    """Translate a DICOM wild card value into an SQLite GLOB pattern (``[`` made literal)."""
+    return value.replace("[", "[[]")
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with prefix (binary order)."""
+    code = ord(prefix[-1]) + 1
+    if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return None
+    return prefix[:-1] + chr(code)
+
+
+class _Wildcard(FunctionElement[bool]):
+    """``column`` matches a DICOM wild card value: LIKE in general, GLOB on SQLite.
+
+    SQLite's LIKE ignores ASCII case and cannot use a binary index; GLOB is case-sensitive like
+    PostgreSQL's LIKE and can.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    name = "dicom_wildcard"
+
+
+class _PrefixWildcard(FunctionElement[bool]):
+    """A ``_Wildcard`` whose value starts with literal text: on SQLite also a range of the index."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "dicom_prefix_wildcard"
+
+
+@compiles(_Wildcard)
+@compiles(_PrefixWildcard)
+def _compile_like(element: FunctionElement[bool], compiler: SQLCompiler, **kw: Any) -> str:
+    column, like, *_ = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} LIKE {like} ESCAPE '{LIKE_ESCAPE}'"
+
+
+@compiles(_Wildcard, "sqlite")
+def _compile_glob(element: FunctionElement[bool], compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, glob = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} GLOB {glob}"
+
+
+@compiles(_PrefixWildcard, "sqlite")
+def _compile_prefix_glob(element: FunctionElement[bool], compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, glob, low, high = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} >= {low} AND {column} < {high} AND {column} GLOB {glob})"
+
+
+def wildcard_condition(column: Column, value: str) -> Condition:
+    """Wild card matching (PS3.4 C.2.2.2.4) of value, ``*`` and ``?``, case-sensitive."""
+    prefix = re.split(r"[*?]", value, maxsplit=1)[0]
+    high = _successor(prefix) if prefix else None
+    if high is not None:
+        return _PrefixWildcard(column, like_pattern(value), glob_pattern(value), prefix, high)
+    return _Wildcard(column, like_pattern(value), glob_pattern(value))
+
+
 def string_condition(
     column: Column,
     value: str | None,
     *,
     normalize: Callable[[str], str | None] | None = None,
+    indexed: bool = False,
 ) -> Condition | None:
     """Single value or wild card matching of a string attribute (PS3.4 C.2.2.2.1, C.2.2.2.4).
 
     ``normalize`` maps the query value to the form the column stores (e.g. upper case for the
-    ``*_norm`` columns); ``*`` and ``?`` pass through it unchanged.
+    ``*_norm`` columns); ``*`` and ``?`` pass through it unchanged. ``indexed`` matches wild
+    cards with ``wildcard_condition`` (case-sensitive everywhere, index ranges on SQLite)
+    instead of a plain LIKE.
     """
     if is_universal(value):
         return None
@@ -87,18 +162,46 @@ def string_condition(
         if not text:
             return None
     if has_wildcards(text):
+        if indexed:
+            return wildcard_condition(column, text)
         return column.like(like_pattern(text), escape=LIKE_ESCAPE)
     return column == text
 
 
-def pn_condition(norm_column: Column, value: str | None) -> Condition | None:
+def pn_condition(
+    norm_column: Column, value: str | None, *, indexed: bool = False
+) -> Condition | None:
     """Case-insensitive person name matching on a normalised column (PS3.4 C.2.2.2.1, C.2.2.2.4)."""
-    return string_condition(norm_column, value, normalize=normalize_pn)
+    return string_condition(norm_column, value, normalize=normalize_pn, indexed=indexed)
 
 
-def text_condition(norm_column: Column, value: str | None) -> Condition | None:
+def fuzzy_pn_condition(norm_column: Column, value: str | None) -> Condition | None:
+    """Fuzzy person name matching (PS3.18 8.3.4.2 ``fuzzymatching``) on a normalised column.
+
+    Every word of the value (split on spaces, ``^``, ``,`` and ``=``) must begin some word of
+    the name, in any component and any order, ignoring case and accents: ``jane doe`` and
+    ``Doe^J*`` both match ``Doe^Jane``. ``*`` and ``?`` keep their wild card meaning.
+    """
+    if is_universal(value):
+        return None
+    assert value is not None
+    words = [normalize_text(w) for w in _WORD_SPLIT_RE.split(value)]
+    words_of_name = literal(" ").concat(func.replace(norm_column, "^", " "))
+    conditions = [
+        words_of_name.like(f"% {like_pattern(w)}%", escape=LIKE_ESCAPE)
+        for w in words
+        if w and w != "*"
+    ]
+    if not conditions:
+        return None
+    return conditions[0] if len(conditions) == 1 else and_(*conditions)
+
+
+def text_condition(
+    norm_column: Column, value: str | None, *, indexed: bool = False
+) -> Condition | None:
     """Case-insensitive matching of free text (e.g. StudyDescription) on a normalised column."""
-    return string_condition(norm_column, value, normalize=normalize_text)
+    return string_condition(norm_column, value, normalize=normalize_text, indexed=indexed)
 
 
 def _parse_date(text: str, what: str) -> dt.date:
@@ -148,6 +251,79 @@ def date_condition(column: Column, value: str | None, *, what: str = "date") -> 
     if end is None:
         return column >= start
     return and_(column >= start, column <= end)
+
+
+def sort_key_date_condition(
+    column: Column, value: str | None, *, what: str = "date"
+) -> Condition | None:
+    """Match a DA value or range (PS3.4 C.2.2.2.5) against a ``YYYYMMDD…`` sort key column.
+
+    The key holds the date followed by a time, or '' when there is no date (never matched).
+    """
+    bounds = parse_date_range(value, what=what)
+    if bounds is None:
+        return None
+    start, end = bounds
+    conditions = [column >= f"{start:%Y%m%d}" if start is not None else column > ""]
+    if end is not None and end < dt.date.max:
+        conditions.append(column < f"{end + dt.timedelta(days=1):%Y%m%d}")
+    return and_(*conditions)
+
+
+def _end_of(text: str) -> str:
+    """The last instant a partial TM value stands for, normalised (``12`` -> ``125959.999999``)."""
+    found = _TM_RE.fullmatch(text.replace(":", ""))
+    assert found is not None  # checked by normalize_time first
+    hh, mm, ss, frac = found.groups()
+    return f"{hh}{mm or '59'}{ss or '59'}{frac or '.999999'}"
+
+
+def _valid_time(normal: str) -> bool:
+    """Tell whether a normalised HHMMSS[.ffffff] names a time of day (a leap second allowed)."""
+    return int(normal[:2]) < 24 and int(normal[2:4]) < 60 and int(normal[4:6]) <= 60
+
+
+def time_condition(column: Column, value: str | None, *, what: str = "time") -> Condition | None:
+    """Match a TM value or range (PS3.4 C.2.2.2.5) against a column normalised by normalize_time.
+
+    A single value matches exactly; a range's open or partial end covers the whole partial
+    value (``-12`` ends at 12:59:59.999999).
+    """
+    if is_universal(value):
+        return None
+    assert value is not None
+    text = value.strip(" ")
+    parts = text.split("-")
+    if len(parts) > 2 or text == "-":
+        raise ValueError(f"{what}: {text!r} is not a time or a time range (HHMMSS-HHMMSS)")
+    normal = [normalize_time(p) if p else None for p in parts]
+    for raw, done in zip(parts, normal, strict=True):
+        if raw and (done is None or not _valid_time(done)):
+            raise ValueError(f"{what}: {raw!r} is not a time in the form HHMMSS")
+    if len(parts) == 1:
+        exact: Condition = column == normal[0]
+        return exact
+    start, end = normal
+    if start is not None and end is not None and start > _end_of(parts[1]):
+        raise ValueError(f"{what}: the range {text!r} ends before it starts")
+    conditions: list[Condition] = []
+    if start is not None:
+        conditions.append(column >= start)
+    if end is not None:
+        conditions.append(column <= _end_of(parts[1]))
+    return and_(*conditions)
+
+
+def int_condition(column: Column, value: str | None, *, what: str = "value") -> Condition | None:
+    """Single value matching of an IS attribute held in an integer column (PS3.4 C.2.2.2.1)."""
+    if is_universal(value):
+        return None
+    assert value is not None
+    text = value.strip(" ")
+    if not re.fullmatch(r"[+-]?\d{1,10}", text) or abs(int(text)) > 2**31 - 1:
+        raise ValueError(f"{what}: {text!r} is not an integer")
+    condition: Condition = column == int(text)
+    return condition
 
 
 def _split_list(value: str) -> list[str]:

@@ -96,3 +96,58 @@ def test_multi_value_codes():
     assert both == "m LIKE '%\\CT\\%' ESCAPE '!' OR m LIKE '%\\RT!_X\\%' ESCAPE '!'"
     with pytest.raises(ValueError, match="code string"):
         multi_value_condition(col, "M?", what="M")
+
+
+def pg_sql(condition) -> str:
+    """A condition rendered for PostgreSQL with its values inlined."""
+    from sqlalchemy.dialects import postgresql
+
+    compiled = condition.compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    return str(compiled).replace("%%", "%")
+
+
+def test_indexed_wildcards_are_an_index_range_plus_glob_on_sqlite():
+    from imaging_hub.dicom.matching import wildcard_condition
+
+    col = column("c")
+    assert sql(wildcard_condition(col, "DOE*")) == "(c >= 'DOE' AND c < 'DOF' AND c GLOB 'DOE*')"
+    assert sql(wildcard_condition(col, "*OE[1]?")) == "c GLOB '*OE[[]1]?'"
+    assert pg_sql(wildcard_condition(col, "A_B*")) == "c LIKE 'A!_B%' ESCAPE '!'"
+    assert sql(pn_condition(col, "doe^j*", indexed=True)).endswith("c GLOB 'DOE^J*')")
+
+
+def test_fuzzy_person_names_match_word_prefixes_in_any_order():
+    from imaging_hub.dicom.matching import fuzzy_pn_condition
+
+    col = column("n")
+    words = "(' ' || replace(n, '^', ' '))"
+    assert sql(fuzzy_pn_condition(col, "Jöhn doe")) == (
+        f"{words} LIKE '% JOHN%' ESCAPE '!' AND {words} LIKE '% DOE%' ESCAPE '!'"
+    )
+    assert fuzzy_pn_condition(col, " * ") is None
+
+
+def test_dates_match_the_study_sort_key():
+    from imaging_hub.dicom.matching import sort_key_date_condition
+
+    col = column("k")
+    assert sql(sort_key_date_condition(col, "20240131")) == "k >= '20240131' AND k < '20240201'"
+    assert sql(sort_key_date_condition(col, "-20241231")) == "k > '' AND k < '20250101'"
+    assert sql(sort_key_date_condition(col, "99991231-")) == "k >= '99991231'"
+
+
+def test_times_and_integers():
+    from imaging_hub.dicom.matching import int_condition, time_condition
+
+    col = column("t")
+    assert sql(time_condition(col, "1015")) == "t = '101500'"
+    assert sql(time_condition(col, "10-1130")) == "t >= '100000' AND t <= '113059.999999'"
+    for bad in ("2400", "1260", "10-09", "a", "1-2-3"):
+        with pytest.raises(ValueError, match="StudyTime"):
+            time_condition(col, bad, what="StudyTime")
+    assert sql(int_condition(col, " 7 ")) == "t = 7"
+    for bad in ("1.0", "x", "99999999999"):
+        with pytest.raises(ValueError, match="SeriesNumber"):
+            int_condition(col, bad, what="SeriesNumber")

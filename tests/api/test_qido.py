@@ -232,14 +232,83 @@ def test_limit_is_capped_by_the_server(client, corpus, monkeypatch):
     assert "exceeded the maximum" in response.headers["warning"]
 
 
-def test_fuzzymatching_is_accepted_and_reported(client, corpus):
-    plain = client.get("/dicomweb/studies", params={"fuzzymatching": "false", "PatientID": "P3"})
-    assert plain.status_code == 200
+FUZZY_CASES = [
+    ("jane doe", ["A", "B"]),  # component order does not matter
+    ("Doe^Jane", ["A", "B"]),
+    ("doe", ["A", "B", "D"]),  # a word prefix: Doe and Doering
+    ("JURGEN", ["C"]),  # accents and case are ignored
+    ("jürg mül", ["C"]),
+    ("ma* doer", ["D"]),
+    ("jane max", []),  # every word must match
+]
+
+
+def test_fuzzymatching_matches_person_names_by_words_in_any_order(client, corpus):
+    for name, expected in FUZZY_CASES:
+        params = {"fuzzymatching": "true", "PatientName": name}
+        assert found(client, corpus, params) == expected, name
+    plain = client.get("/dicomweb/studies", params={"fuzzymatching": "false", "PatientName": "doe"})
+    assert plain.json() == []  # literal matching is exact
     assert "warning" not in plain.headers
-    fuzzy = client.get("/dicomweb/studies", params={"fuzzymatching": "true", "PatientID": "P3"})
-    assert fuzzy.status_code == 200
-    assert len(fuzzy.json()) == 1
-    assert "fuzzymatching parameter is not supported" in fuzzy.headers["warning"]
+
+
+def test_fuzzymatching_applies_to_referring_physician_names(client, corpus):
+    params = {"fuzzymatching": "true", "ReferringPhysicianName": "gregory"}
+    assert found(client, corpus, params) == ["A"]
+
+
+def test_unsupported_matching_flags_are_reported(client, corpus):
+    response = client.get(
+        "/dicomweb/studies", params={"emptyvaluematching": "true", "PatientID": "P3"}
+    )
+    assert response.status_code == 200
+    assert len(response.json()) == 1
+    assert "emptyvaluematching parameter is not supported" in response.headers["warning"]
+    quiet = client.get("/dicomweb/studies", params={"multiplevaluematching": "false"})
+    assert "warning" not in quiet.headers
+
+
+def test_patient_sex_and_study_time(client, corpus):
+    assert found(client, corpus, {"PatientSex": "M"}) == ["C", "D"]
+    assert found(client, corpus, {"PatientSex": "f"}) == ["A", "B"]
+    assert found(client, corpus, {"StudyTime": "101500"}) == ["A"]
+    assert found(client, corpus, {"StudyTime": "1000-1030"}) == ["A"]
+    assert found(client, corpus, {"StudyTime": "-0800"}) == ["C", "B", "D"]  # 07:27:30
+
+
+def test_values_are_percent_decoded(client, corpus):
+    # Starlette decodes the query string once; nothing is decoded twice.
+    assert found(client, corpus, "PatientName=M%C3%BCller%5EJ%C3%BCrgen") == ["C"]
+    assert found(client, corpus, "StudyDescription=Whole%20spine%2050%25%20dose") == ["C"]
+    assert found(client, corpus, "AccessionNumber=ACC_3%25") == ["C"]
+    assert found(client, corpus, "AccessionNumber=ACC%5F3%2525") == []  # a literal "%25"
+    assert found(client, corpus, "PatientName=doe%2A&ModalitiesInStudy=MR%2CDX") == ["A", "D"]
+
+
+def test_includefield_may_be_comma_separated_literally_or_percent_encoded(client, corpus):
+    for query in ("includefield=00081030,00080060", "includefield=00081030%2C00080060"):
+        response = client.get(f"/dicomweb/studies?PatientID=P2&{query}")
+        assert response.status_code == 200, response.text
+        (item,) = response.json()
+        assert item["00081030"]["Value"] == ["Whole spine 50% dose"], query
+        assert "00080060" in item  # Modality is a series attribute: empty at study level
+
+
+def test_every_study_result_has_a_retrieve_url(client, corpus):
+    (item,) = client.get("/dicomweb/studies", params={"PatientID": "P3"}).json()
+    assert item["00081190"] == {
+        "vr": "UR",
+        "Value": [f"http://testserver/dicomweb/studies/{corpus['D']}"],
+    }
+
+
+def test_answers_are_dicom_json_only(client, corpus):
+    for accept in ("application/dicom+json", "application/json", "*/*"):
+        response = client.get("/dicomweb/studies", headers={"Accept": accept})
+        assert response.status_code == 200, accept
+    refused = client.get("/dicomweb/studies", headers={"Accept": "application/dicom+xml"})
+    assert refused.status_code == 406
+    assert "application/dicom+json" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -252,7 +321,12 @@ def test_fuzzymatching_is_accepted_and_reported(client, corpus):
         ({"PatientBirthDate": "1980011"}, "PatientBirthDate"),
         ({"Foo": "1"}, "'Foo'"),
         ({"99999999": "1"}, "unknown attribute tag"),
-        ({"PatientSex": "F"}, "not supported"),
+        ({"InstitutionName": "X"}, "matching on InstitutionName is not supported"),
+        ({"Modality": "CT"}, "not supported for study searches"),
+        ({"RequestAttributesSequence.RequestedProcedureID": "1"}, "inside sequences"),
+        ({"StudyTime": "25"}, "StudyTime"),
+        ({"StudyTime": "12-10"}, "ends before it starts"),
+        ({"emptyvaluematching": "yes"}, "emptyvaluematching"),
         ({"StudyInstanceUID": "1.2.abc"}, "not a valid UID"),
         ({"StudyInstanceUID": "1.2.*"}, "not a valid UID"),
         ({"ModalitiesInStudy": "M*"}, "ModalitiesInStudy"),
@@ -275,3 +349,184 @@ def test_bad_queries_answer_400_with_a_reason(client, params, reason):
 def test_service_keeps_serving_after_bad_queries(client, corpus):
     bad_request(client, {"StudyDate": "garbage"})
     assert found(client, corpus, {"PatientID": "P3"}) == ["D"]
+
+
+# --- series and instance searches -------------------------------------------------------------
+
+SERIES_UID = "0020000E"
+SOP_UID = "00080018"
+
+
+def search(client: TestClient, path: str, params: Any = None) -> list[dict[str, Any]]:
+    """GET a QIDO-RS resource expecting 200 and return its JSON."""
+    response = client.get(f"/dicomweb{path}", params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom+json"
+    return response.json()
+
+
+def values(items: list[dict[str, Any]], tag: str) -> list[Any]:
+    """The first value of tag in each item."""
+    return [item[tag]["Value"][0] for item in items]
+
+
+def test_series_of_a_study(client, corpus):
+    items = search(client, f"/studies/{corpus['A']}/series")
+    assert sorted(values(items, "00080060")) == ["CT", "MR"]
+    for item in items:
+        assert item["0020000D"]["Value"] == [corpus["A"]]
+        assert item["00201209"] == {"vr": "IS", "Value": [2]}  # NumberOfSeriesRelatedInstances
+        assert item["00200011"] == {"vr": "IS", "Value": [1]}  # SeriesNumber as a number
+        series_url = f"http://testserver/dicomweb/studies/{corpus['A']}/series/"
+        assert item["00081190"]["Value"][0] == series_url + item[SERIES_UID]["Value"][0]
+        assert "00100010" not in item  # study attributes only when searching all series
+        assert "00080005" not in item
+    (mr,) = search(client, f"/studies/{corpus['A']}/series", {"Modality": "mr"})
+    assert mr["00080060"]["Value"] == ["MR"]
+    assert search(client, f"/studies/{corpus['B']}/series", {"Modality": "MR"}) == []
+    assert search(client, "/studies/1.2.3.4/series") == []
+
+
+def test_series_in_all_studies_carry_the_study_attributes(client, corpus):
+    items = search(client, "/series", {"Modality": "CT"})
+    letters = {uid: letter for letter, uid in corpus.items()}
+    assert [letters[v] for v in values(items, "0020000D")] == ["C", "A", "B"]
+    assert items[0]["00100010"]["Value"] == [{"Alphabetic": "Müller^Jürgen"}]
+    assert items[0]["00201206"] == {"vr": "IS", "Value": [1]}
+    filtered = search(client, "/series", {"PatientID": "P1", "Modality": "MR"})
+    assert values(filtered, "0020000D") == [corpus["A"]]
+    assert search(client, "/series", {"SeriesNumber": "2"}) == []
+    assert len(search(client, "/series", {"SeriesNumber": "1"})) == 5
+
+
+def test_instances_of_a_series(client, corpus):
+    (mr,) = search(client, f"/studies/{corpus['A']}/series", {"Modality": "MR"})
+    series_uid = mr[SERIES_UID]["Value"][0]
+    items = search(client, f"/studies/{corpus['A']}/series/{series_uid}/instances")
+    assert values(items, "00200013") == [1, 2]  # InstanceNumber, in order
+    first = items[0]
+    assert first["00080016"] == {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.4"]}
+    assert first["00280010"] == {"vr": "US", "Value": [64]}
+    assert first["00280100"] == {"vr": "US", "Value": [16]}
+    assert first["00280008"] == {"vr": "IS"}  # NumberOfFrames: empty for a single frame
+    assert first["00080056"] == {"vr": "CS", "Value": ["ONLINE"]}
+    assert first[SERIES_UID]["Value"] == [series_uid]
+    url = first["00081190"]["Value"][0]
+    assert url.endswith(f"/series/{series_uid}/instances/{first[SOP_UID]['Value'][0]}")
+    assert "00080060" not in first  # series attributes only when searching a whole study
+    one = search(
+        client, f"/studies/{corpus['A']}/series/{series_uid}/instances", {"InstanceNumber": "2"}
+    )
+    assert values(one, "00200013") == [2]
+    wrong_study = search(client, f"/studies/{corpus['B']}/series/{series_uid}/instances")
+    assert wrong_study == []
+
+
+def test_instances_of_a_study_carry_the_series_attributes(client, corpus):
+    items = search(client, f"/studies/{corpus['A']}/instances")
+    assert len(items) == 4
+    assert sorted(values(items, "00080060")) == ["CT", "CT", "MR", "MR"]
+    assert "00100020" not in items[0]
+    ct = search(client, f"/studies/{corpus['A']}/instances", {"Modality": "CT"})
+    assert len(ct) == 2
+    mr_class = "1.2.840.10008.5.1.4.1.1.4"
+    mr = search(client, f"/studies/{corpus['A']}/instances", {"SOPClassUID": mr_class})
+    assert values(mr, "00080060") == ["MR", "MR"]
+
+
+def test_instances_in_all_studies_carry_study_and_series_attributes(client, corpus):
+    items = search(client, "/instances", {"PatientID": "P1"})
+    assert len(items) == 5
+    assert values(items, "00100020") == ["P1"] * 5
+    assert "00080060" in items[0] and "00201206" in items[0]
+    sop_uid = items[-1][SOP_UID]["Value"][0]
+    (one,) = search(client, "/instances", {"SOPInstanceUID": sop_uid})
+    assert one["0020000D"]["Value"] == [corpus["B"]]
+    listed = search(client, "/instances", [("SOPInstanceUID", sop_uid), ("SOPInstanceUID", "1.2")])
+    assert len(listed) == 1
+
+
+def test_paging_at_every_level(client, corpus):
+    first = client.get("/dicomweb/instances", params={"limit": 3})
+    assert len(first.json()) == 3
+    assert "Additional results" in first.headers["warning"]
+    middle = client.get("/dicomweb/instances", params={"limit": 3, "offset": 3})
+    assert "Additional results" in middle.headers["warning"]
+    rest = client.get("/dicomweb/instances", params={"limit": 3, "offset": 6})
+    assert len(rest.json()) == 1
+    assert "warning" not in rest.headers
+    pages = first.json() + middle.json() + rest.json()
+    assert len({i[SOP_UID]["Value"][0] for i in pages}) == 7
+    assert len(search(client, f"/studies/{corpus['A']}/instances", {"offset": 3})) == 1
+    assert len(search(client, f"/studies/{corpus['A']}/series", {"limit": 1})) == 1
+
+
+def test_scoped_searches_return_every_result_by_default(client, hub, tmp_path):
+    from tests.api.helpers import ingest_study
+
+    study = ingest_study(hub, tmp_path / "big", 120)
+    response = client.get(f"/dicomweb/studies/{study}/instances")
+    assert len(response.json()) == 120
+    assert "warning" not in response.headers
+    assert len(client.get("/dicomweb/instances").json()) == 100  # unscoped: default limit
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "reason"),
+    [
+        ("/studies/1.2.x/series", {}, "StudyInstanceUID"),
+        ("/studies/1.2/series/1.2.x/instances", {}, "SeriesInstanceUID"),
+        ("/series", {"SOPClassUID": "1.2"}, "not supported for series searches"),
+        ("/series", {"SeriesNumber": "one"}, "SeriesNumber"),
+        ("/instances", {"InstanceNumber": "1.5"}, "InstanceNumber"),
+        ("/instances", {"SOPInstanceUID": "1.*"}, "not a valid UID"),
+        ("/series", {"PerformedProcedureStepStartDate": "2024"}, "PerformedProcedureStepStartDate"),
+    ],
+)
+def test_bad_series_and_instance_queries(client, path, params, reason):
+    response = client.get(f"/dicomweb{path}", params=params)
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["detail"]
+
+
+def test_performed_procedure_step_start_matching(client, hub, tmp_path):
+    from tests.api.helpers import ingest_study
+
+    study = ingest_study(
+        hub,
+        tmp_path / "pps",
+        PerformedProcedureStepStartDate="20240510",
+        PerformedProcedureStepStartTime="093000",
+    )
+    params = {"PerformedProcedureStepStartDate": "20240501-20240531"}
+    assert values(search(client, "/series", params), "0020000D") == [study]
+    assert search(client, "/series", {"PerformedProcedureStepStartTime": "10-"}) == []
+    (item,) = search(client, "/series", {"PerformedProcedureStepStartTime": "09-10"})
+    assert item["00400244"] == {"vr": "DA", "Value": ["20240510"]}
+
+
+def test_migration_fills_the_search_columns_of_studies_indexed_before_it(hub, tmp_path):
+    from alembic import command
+    from sqlalchemy import select
+
+    from imaging_hub.db.migrate import alembic_config, upgrade
+    from imaging_hub.db.models import Series, Study
+    from tests.api.helpers import ingest_study
+
+    uid = ingest_study(
+        hub,
+        tmp_path / "old",
+        StudyDate="20240310",
+        StudyTime="1015",
+        PerformedProcedureStepStartDate="20240310",
+        PerformedProcedureStepStartTime="1016",
+    )
+    url = hub.settings.resolved_database_url
+    hub.db.dispose()
+    command.downgrade(alembic_config(url), "0006")
+    upgrade(url, "0007")
+    with hub.db.read() as s:
+        study = s.execute(select(Study).where(Study.study_uid == uid)).scalar_one()
+        series = s.execute(select(Series).where(Series.study_pk == study.id)).scalar_one()
+    assert study.sort_key == "20240310101500"
+    assert (str(series.performed_date), series.performed_time) == ("2024-03-10", "101600")

@@ -41,7 +41,7 @@ from imaging_hub.errors import InvalidDicom
 from imaging_hub.hub import Hub
 from imaging_hub.jobs import PermanentError, enqueue
 
-__all__ = ["index_job", "index_stored_file"]
+__all__ = ["index_job", "index_keys", "index_stored_file"]
 
 
 def _insert_ignore(
@@ -240,40 +240,49 @@ def _read_keys(hub: Hub, stored_file_id: int) -> IndexKeys:
         raise PermanentError(f"stored file {stored_file_id} is unreadable: {exc}") from exc
 
 
+def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_attempts: int) -> None:
+    """Put a stored file's keys into the index, in the caller's write transaction.
+
+    A newer version of an instance replaces the older one's values; an older one is marked
+    superseded. The instance's render job is enqueued in the same transaction.
+    """
+    identity = _source_identity(session, keys.patient)
+    study = _study(session, keys, identity)  # locked: one instance of a study at a time
+    existing, current = _current_version(session, keys.instance.sop_instance_uid)
+    if _is_older(stored, current):
+        stored.state = StoredFileState.SUPERSEDED
+        return
+    series = _series(session, keys, study)
+    if current is not None and current.id != stored.id:
+        # A new version: its header is now the truth for the study and series too.
+        current.state = StoredFileState.SUPERSEDED
+        for name, value in _study_fields(keys, identity).items():
+            setattr(study, name, value)
+        for name, value in _series_fields(keys, study).items():
+            setattr(series, name, value)
+    previous_series = existing.series_pk if existing else None
+    _place_instance(session, keys, series, stored, existing)
+    enqueue(
+        session,
+        "render",
+        {"sop_instance_uid": keys.instance.sop_instance_uid},
+        study_uid=study.study_uid,
+        max_attempts=max_attempts,
+    )
+    _refresh_aggregates(session, study, series)
+    if previous_series is not None and previous_series != series.id:
+        old = session.get(Series, previous_series)
+        assert old is not None
+        _refresh_aggregates(session, session.get_one(Study, old.study_pk), old)
+
+
 def index_stored_file(hub: Hub, stored_file_id: int) -> None:
     """Index one stored file; a newer version of an instance replaces the older one's values."""
     keys = _read_keys(hub, stored_file_id)
     with hub.db.write() as s:
         stored = s.get(StoredFile, stored_file_id)
         assert stored is not None
-        identity = _source_identity(s, keys.patient)
-        study = _study(s, keys, identity)  # locked: one instance of a study at a time
-        existing, current = _current_version(s, keys.instance.sop_instance_uid)
-        if _is_older(stored, current):
-            stored.state = StoredFileState.SUPERSEDED
-            return
-        series = _series(s, keys, study)
-        if current is not None and current.id != stored.id:
-            # A new version: its header is now the truth for the study and series too.
-            current.state = StoredFileState.SUPERSEDED
-            for name, value in _study_fields(keys, identity).items():
-                setattr(study, name, value)
-            for name, value in _series_fields(keys, study).items():
-                setattr(series, name, value)
-        previous_series = existing.series_pk if existing else None
-        _place_instance(s, keys, series, stored, existing)
-        enqueue(
-            s,
-            "render",
-            {"sop_instance_uid": keys.instance.sop_instance_uid},
-            study_uid=study.study_uid,
-            max_attempts=hub.settings.jobs_max_attempts,
-        )
-        _refresh_aggregates(s, study, series)
-        if previous_series is not None and previous_series != series.id:
-            old = s.get(Series, previous_series)
-            assert old is not None
-            _refresh_aggregates(s, s.get_one(Study, old.study_pk), old)
+        index_keys(s, keys, stored, max_attempts=hub.settings.jobs_max_attempts)
 
 
 def index_job(hub: Hub, payload: dict[str, Any]) -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, Text, cast, select
 from sqlalchemy.orm import Session
 
 from imaging_hub.db.models import Instance, Series, SourceIdentity, Study
@@ -378,6 +379,20 @@ class Found:
     instance: InstanceRow | None = None
 
 
+#: Stored DICOM JSON is read as text and decoded here: several times faster than the JSON type.
+_decode_json = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def _as_text(column: Any, name: str) -> Any:
+    """A JSON column selected as its text."""
+    return cast(column, Text).label(name)
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    """Stored DICOM JSON text as a dict ({} when empty)."""
+    return _decode_json(text) if text else {}
+
+
 _STUDY_COLUMNS = (
     Study.study_uid,
     SI.patient_id,
@@ -394,11 +409,15 @@ _STUDY_COLUMNS = (
     Study.modalities_in_study,
     Study.num_series,
     Study.num_instances,
-    SI.dicom_json,
-    Study.dicom_json,
+    _as_text(SI.dicom_json, "patient_json"),
+    _as_text(Study.dicom_json, "study_json"),
 )
-_SERIES_COLUMNS = (Series.series_uid, Series.num_instances, Series.dicom_json)
-_INSTANCE_COLUMNS = (Instance.sop_instance_uid, Instance.dicom_json)
+_SERIES_COLUMNS = (
+    Series.series_uid,
+    Series.num_instances,
+    _as_text(Series.dicom_json, "series_json"),
+)
+_INSTANCE_COLUMNS = (Instance.sop_instance_uid, _as_text(Instance.dicom_json, "instance_json"))
 
 
 def _study_row(values: tuple[Any, ...]) -> StudyRow:
@@ -421,8 +440,8 @@ def _study_row(values: tuple[Any, ...]) -> StudyRow:
         modalities=tuple(m for m in modalities.split("\\") if m),
         num_series=num_series,
         num_instances=num_instances,
-        patient_json=dict(patient_json or {}),
-        study_json=dict(study_json or {}),
+        patient_json=_json(patient_json),
+        study_json=_json(study_json),
     )
 
 
@@ -433,11 +452,11 @@ def _found(level: Level, row: tuple[Any, ...]) -> Found:
     if level == Level.STUDY:
         return Found(study)
     uid, count, series_json = row[n : n + 3]
-    series = SeriesRow(series_uid=uid, num_instances=count, series_json=dict(series_json or {}))
+    series = SeriesRow(series_uid=uid, num_instances=count, series_json=_json(series_json))
     if level == Level.SERIES:
         return Found(study, series)
     sop_uid, instance_json = row[n + 3 : n + 5]
-    return Found(study, series, InstanceRow(sop_uid, dict(instance_json or {})))
+    return Found(study, series, InstanceRow(sop_uid, _json(instance_json)))
 
 
 def _statement(query: Search) -> Select[Any]:

@@ -530,3 +530,19 @@ def test_migration_fills_the_search_columns_of_studies_indexed_before_it(hub, tm
         series = s.execute(select(Series).where(Series.study_pk == study.id)).scalar_one()
     assert study.sort_key == "20240310101500"
     assert (str(series.performed_date), series.performed_time) == ("2024-03-10", "101600")
+
+
+def test_large_scoped_results_are_streamed_and_still_report_truncation(client, corpus, monkeypatch):
+    monkeypatch.setattr(qido, "MAX_LIMIT", 1)  # every scoped search now takes the streamed path
+    monkeypatch.setattr(qido, "MAX_SCOPED_LIMIT", 3)
+    monkeypatch.setattr(qido, "BATCH", 2)
+    probes = []
+    real_probe = qido.has_result_at
+    monkeypatch.setattr(qido, "has_result_at", lambda *a: probes.append(a) or real_probe(*a))
+    response = client.get(f"/dicomweb/studies/{corpus['A']}/instances")
+    assert len(probes) == 1  # the streamed path asks the index first whether more exist
+    assert len(response.json()) == 3
+    assert "Additional results" in response.headers["warning"]
+    rest = client.get(f"/dicomweb/studies/{corpus['A']}/instances", params={"offset": 2})
+    assert len(rest.json()) == 2
+    assert "warning" not in rest.headers

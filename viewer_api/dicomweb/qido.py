@@ -16,11 +16,11 @@ is streamed, a batch of results at a time.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import msgspec
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
@@ -37,6 +37,7 @@ from imaging_hub.query import (
     result_json,
     tag_of,
 )
+from imaging_hub.query import search as search_index
 from imaging_hub.retrieve import NotAcceptable
 from viewer_api.deps import HubDep
 from viewer_api.multipart import media_type
@@ -56,6 +57,7 @@ MAX_SCOPED_LIMIT = 10_000
 MAX_OFFSET = 10**9
 #: Results serialised per chunk of the streamed answer.
 BATCH = 100
+_encode = msgspec.json.Encoder().encode
 WARN_AGENT = "imaging-hub"
 TRUNCATED = "The number of results exceeded the maximum supported by the server. " + (
     "Additional results can be requested."
@@ -176,30 +178,55 @@ def _check_accept(accept: str | None) -> None:
         raise NotAcceptable(f"search results are offered as {DICOM_JSON} only")
 
 
-def _body(hub: Hub, search: Search, query: QidoQuery, limit: int, base_url: str) -> Iterator[bytes]:
-    """The JSON array of the results, BATCH results per chunk, from a session of its own."""
-    parents = {
+def _parents(search: Search) -> dict[str, bool]:
+    """Which upper levels' attributes the results of a search carry (PS3.18 10.6.3.3)."""
+    return {
         "with_study": search.scope.study_uid is None,
         "with_series": search.scope.series_uid is None and search.level == Level.INSTANCE,
     }
+
+
+def _body(hub: Hub, search: Search, query: QidoQuery, limit: int, base_url: str) -> Iterator[bytes]:
+    """The JSON array of the results, BATCH results per chunk, from a session of its own."""
+    parents = _parents(search)
     yield b"["
     with hub.db.read() as session:
-        batch: list[str] = []
+        batch: list[bytes] = []
         first = True
         for found in iter_search(session, search, limit=limit, offset=query.offset, batch=BATCH):
             item = result_json(found, search.level, query.include, base_url=base_url, **parents)
-            batch.append(json.dumps(item, separators=(",", ":")))
+            batch.append(_encode(item))
             if len(batch) == BATCH:
-                yield ("" if first else ",").encode() + ",".join(batch).encode()
+                yield (b"" if first else b",") + b",".join(batch)
                 batch, first = [], False
         if batch:
-            yield ("" if first else ",").encode() + ",".join(batch).encode()
+            yield (b"" if first else b",") + b",".join(batch)
     yield b"]"
 
 
+def _answer(
+    hub: Hub, search: Search, query: QidoQuery, limit: int, base_url: str
+) -> tuple[Response, bool]:
+    """The response and whether it is truncated: built at once up to MAX_LIMIT, else streamed."""
+    if limit > MAX_LIMIT:
+        with hub.db.read() as session:
+            truncated = has_result_at(session, search, query.offset + limit)
+        body = _body(hub, search, query, limit, base_url)
+        return StreamingResponse(body, media_type=DICOM_JSON), truncated
+    with hub.db.read() as session:
+        found = search_index(session, search, limit=limit + 1, offset=query.offset)
+    parents = _parents(search)
+    items = [
+        _encode(result_json(f, search.level, query.include, base_url=base_url, **parents))
+        for f in found[:limit]
+    ]
+    return Response(b"[" + b",".join(items) + b"]", media_type=DICOM_JSON), len(found) > limit
+
+
 def _search(request: Request, hub: Hub, level: Level, scope: Scope) -> Response:
-    """Run one QIDO-RS search and stream its DICOM JSON."""
+    """Run one QIDO-RS search and answer its DICOM JSON."""
     _check_accept(request.headers.get("accept"))
+    base_url = str(request.base_url).rstrip("/") + "/dicomweb"
     try:
         query = parse_query(request.query_params.multi_items())
         search = Search(level, query.matches, scope, fuzzy=query.fuzzy)
@@ -207,12 +234,9 @@ def _search(request: Request, hub: Hub, level: Level, scope: Scope) -> Response:
         cap = MAX_LIMIT if scope.study_uid is None else MAX_SCOPED_LIMIT
         default = DEFAULT_LIMIT if scope.study_uid is None else MAX_SCOPED_LIMIT
         limit = min(query.limit or default, cap) if query.limit != 0 else cap
-        with hub.db.read() as session:
-            truncated = has_result_at(session, search, query.offset + limit)
+        response, truncated = _answer(hub, search, query, limit, base_url)
     except (ValueError, InvalidUid) as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
-    base_url = str(request.base_url).rstrip("/") + "/dicomweb"
-    response = StreamingResponse(_body(hub, search, query, limit, base_url), media_type=DICOM_JSON)
     if truncated:
         response.headers.append("Warning", _warning(TRUNCATED))
     for text in query.warnings:

@@ -6,6 +6,7 @@ modified: a transcoded copy is built in memory, one instance at a time (PS3.18 8
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -13,7 +14,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     UID,
@@ -25,6 +26,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from imaging_hub.db.models import Instance, Series, StoredFile, StoredFileState, Study
+from imaging_hub.dicom.json import bulk_uris
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import HubError, NotFound
 
@@ -36,6 +38,7 @@ __all__ = [
     "NotAcceptable",
     "find_instances",
     "instance_metadata",
+    "is_decodable",
     "plan_delivery",
     "read_bulk_element",
     "read_chunks",
@@ -53,6 +56,8 @@ _REENCODED = frozenset(
     {str(ImplicitVRLittleEndian), str(ExplicitVRLittleEndian), str(DeflatedExplicitVRLittleEndian)}
 )
 _PLACEHOLDER = "bulkdata/"
+_AVAILABLE_SYNTAX = "00083002"
+_HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
 
 
 class NotAcceptable(HubError):
@@ -125,32 +130,11 @@ def find_instances(
     return refs
 
 
-def _rewrite_bulk(dicom_json: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """Make top-level bulk data placeholders absolute; drop those inside sequences."""
-    out: dict[str, Any] = {}
-    for tag, element in dicom_json.items():
-        uri = element.get("BulkDataURI") if isinstance(element, dict) else None
-        if isinstance(uri, str) and uri.startswith(_PLACEHOLDER):
-            element = {**element, "BulkDataURI": f"{base_url}/{uri}"}
-        elif isinstance(element, dict) and element.get("vr") == "SQ":
-            items = [_drop_nested_bulk(item) for item in element.get("Value", [])]
-            element = {**element, "Value": items} if items else element
-        out[tag] = element
-    return out
-
-
-def _drop_nested_bulk(item: Any) -> Any:
-    """A sequence item without bulk data references (only top-level bulk data is served)."""
-    if not isinstance(item, dict):
-        return item
-    out: dict[str, Any] = {}
-    for tag, element in item.items():
-        if isinstance(element, dict) and "BulkDataURI" in element:
-            element = {k: v for k, v in element.items() if k != "BulkDataURI"}
-        elif isinstance(element, dict) and element.get("vr") == "SQ":
-            element = {**element, "Value": [_drop_nested_bulk(i) for i in element.get("Value", [])]}
-        out[tag] = element
-    return out
+def _pixel_data_element(instance: Instance, syntax: str) -> dict[str, Any]:
+    """The Pixel Data element of an image's metadata: its VR and a BulkDataURI placeholder."""
+    bits = (instance.dicom_json.get("00280100") or {}).get("Value") or [16]
+    wide = not UID(syntax).is_encapsulated and int(bits[0] or 16) > 8
+    return {"vr": "OW" if wide else "OB", "BulkDataURI": f"{_PLACEHOLDER}7FE00010"}
 
 
 def instance_metadata(
@@ -172,11 +156,15 @@ def instance_metadata(
             f"{url_prefix}/studies/{study_uid}/series/{row.series_uid}"
             f"/instances/{instance.sop_instance_uid}"
         )
-        result.append(_rewrite_bulk(instance.dicom_json, base))
+        dicom_json = dict(instance.dicom_json)
+        dicom_json[_AVAILABLE_SYNTAX] = {"vr": "UI", "Value": [row.transfer_syntax_uid]}
+        if instance.rows is not None:
+            dicom_json["7FE00010"] = _pixel_data_element(instance, row.transfer_syntax_uid)
+        result.append(bulk_uris(dict(sorted(dicom_json.items())), base))
     return result
 
 
-def _decodable(syntax: str) -> bool:
+def is_decodable(syntax: str) -> bool:
     """Tell whether pydicom can decode pixel data of a transfer syntax here."""
     try:
         return bool(get_decoder(UID(syntax)).is_available)
@@ -199,7 +187,7 @@ def plan_delivery(stored_syntax: str, requested: str) -> Delivery:
     if stored_syntax in _REENCODED:
         return Delivery.TRANSCODE
     uid = UID(stored_syntax)
-    if uid.is_compressed and _decodable(stored_syntax):
+    if uid.is_compressed and is_decodable(stored_syntax):
         return Delivery.TRANSCODE
     raise NotAcceptable(
         f"an instance stored as {uid.name} cannot be converted to {DEFAULT_SYNTAX} here; "
@@ -225,12 +213,33 @@ def read_chunks(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
             yield data
 
 
-def read_bulk_element(path: Path, tag: str) -> bytes:
-    """The value bytes of a top-level binary element of a stored file (NotFound otherwise)."""
-    if len(tag) != 8 or any(c not in "0123456789ABCDEFabcdef" for c in tag):
-        raise NotFound("bulk data tags are 8 hexadecimal digits")
-    ds = dcmread(path)
-    element = ds.get(int(tag, 16))
+def _element_at(ds: Dataset, path: str) -> Any:
+    """The element a bulk data path names: ``TAG`` or ``SEQTAG/ITEM/TAG/…`` (None if absent)."""
+    steps = path.strip("/").split("/")
+    if len(steps) % 2 != 1 or not all(_HEX8.fullmatch(t) for t in steps[::2]):
+        raise NotFound("bulk data paths are TAG or SEQUENCE/ITEM/TAG, with 8-hex-digit tags")
+    current: Any = ds
+    for i, step in enumerate(steps):
+        if i % 2 == 0:
+            current = current.get(int(step, 16)) if isinstance(current, Dataset) else None
+            if current is None:
+                return None
+            if i + 1 < len(steps):
+                current = current.value
+        else:
+            if not step.isdigit() or int(step) >= len(current):
+                return None
+            current = current[int(step)]
+    return current
+
+
+def read_bulk_element(path: Path, element_path: str) -> bytes:
+    """The value bytes of a binary element of a stored file, at any depth (NotFound otherwise).
+
+    ``element_path`` is as in a BulkDataURI (see ``imaging_hub.dicom.json.bulk_uris``).
+    """
+    ds = dcmread(path, stop_before_pixels=True)
+    element = _element_at(ds, element_path)
     if element is None or not isinstance(element.value, bytes | bytearray):
-        raise NotFound(f"the instance has no bulk data element {tag.upper()}")
+        raise NotFound(f"the instance has no bulk data element {element_path.upper()}")
     return bytes(element.value)

@@ -23,7 +23,7 @@ from imaging_hub.ingest import store_instance
 from imaging_hub.jobs import claim_for_publish
 from imaging_hub.work import run_job
 from tests.api.helpers import run_pending_jobs
-from tests.support import make_study
+from tests.support import make_study, testdata
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 MPEG4 = "1.2.840.10008.1.2.4.102"
@@ -231,20 +231,41 @@ def test_metadata_is_dicom_json_with_absolute_bulk_data_uris(hub, client, tmp_pa
             "BulkDataURI": url(path) + "/bulkdata/00420011",
         }
         nested = instance["00081140"]["Value"][0]["00420011"]
-        assert "BulkDataURI" not in nested  # only top-level bulk data is served
-    bulk = client.get(url(path) + "/bulkdata/00420011")
-    assert bulk.status_code == 200, bulk.text
-    assert 'type="application/octet-stream"' in bulk.headers["content-type"]
-    ((headers, body),) = split_multipart(bulk)
-    assert headers["content-type"] == "application/octet-stream"
-    assert body == bytes(range(256)) * 8
+        assert nested["BulkDataURI"] == url(path) + "/bulkdata/00081140/0/00420011"
+        assert instance["00083002"] == {"vr": "UI", "Value": [str(ExplicitVRLittleEndian)]}
+        assert instance["7FE00010"] == {"vr": "OW", "BulkDataURI": url(path) + "/bulkdata/7FE00010"}
+    expected = {
+        url(path) + "/bulkdata/00420011": bytes(range(256)) * 8,
+        nested["BulkDataURI"]: b"\x07" * 2048,
+    }
+    for uri, value in expected.items():
+        bulk = client.get(uri)
+        assert bulk.status_code == 200, bulk.text
+        assert 'type="application/octet-stream"' in bulk.headers["content-type"]
+        ((headers, body),) = split_multipart(bulk)
+        assert headers["content-type"] == "application/octet-stream"
+        assert body == value
+    pixels = client.get(url(path) + "/bulkdata/7FE00010")
+    ((headers, body),) = split_multipart(pixels)
+    assert (
+        headers["content-type"]
+        == f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
+    )
+    assert body == dcmread(path).PixelData
 
 
 def test_bulk_data_of_other_tags_is_404(hub, client, tmp_path):
     path = with_bulk_data(tmp_path / "bulk")
     store_instance(hub, path, source="test")
     run_pending_jobs(hub)
-    for tag in ("00100010", "00991000", "nothex!!", "00081140"):
+    for tag in (
+        "00100010",
+        "00991000",
+        "nothex!!",
+        "00081140",
+        "00081140/1/00420011",
+        "00081140/0",
+    ):
         assert client.get(url(path) + f"/bulkdata/{tag}").status_code == 404, tag
 
 
@@ -263,3 +284,134 @@ def test_unindexed_instances_are_not_served(hub, client, tmp_path):
     response = client.get(url(indexed, "study"), headers={"Accept": ANY})
     assert [body for _, body in split_multipart(response)] == [indexed.read_bytes()]
     assert len(client.get(url(indexed, "study") + "/metadata").json()) == 1
+
+
+# --- frames (PS3.18 10.4.1.1.4) ----------------------------------------------------------------
+
+OCTET = 'multipart/related; type="application/octet-stream"'
+
+
+def frames_url(path: Path, numbers: str) -> str:
+    """The frames resource of a file's instance."""
+    return url(path) + f"/frames/{numbers}"
+
+
+def native_frame(path: Path, index: int) -> bytes:
+    """Frame index (0-based) of a file decoded by pydicom, as native little endian bytes."""
+    from pydicom.pixels.utils import pixel_array
+
+    frame = pixel_array(path, index=index)
+    return frame.astype(frame.dtype.newbyteorder("<")).tobytes()
+
+
+def test_native_frames_are_octet_stream_slices_of_the_pixel_data(hub, client, tmp_path):
+    (path,) = ingest(hub, tmp_path / "dose", template="rtdose.dcm")  # implicit VR, 15 frames
+    ds = dcmread(path)
+    size = len(ds.PixelData) // 15
+    for accept in (None, "*/*", OCTET, f"{OCTET}; transfer-syntax={ExplicitVRLittleEndian}"):
+        response = client.get(frames_url(path, "3,1,15"), headers={"Accept": accept or ""})
+        assert response.status_code == 200, (accept, response.text)
+        parts = split_multipart(response)
+        expected = [ds.PixelData[i * size : (i + 1) * size] for i in (2, 0, 14)]
+        assert [body for _, body in parts] == expected, accept
+        assert all(
+            h["content-type"]
+            == f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
+            for h, _ in parts
+        )
+
+
+def test_big_endian_frames_are_served_little_endian(hub, client, tmp_path):
+    (path,) = ingest(hub, tmp_path / "be", template="rtdose_expb.dcm")
+    response = client.get(frames_url(path, "2"), headers={"Accept": OCTET})
+    assert response.status_code == 200, response.text
+    ((_, body),) = split_multipart(response)
+    assert body == native_frame(path, 1)
+
+
+def test_one_frame_may_be_a_single_part(hub, client, tmp_path):
+    (path,) = ingest(hub, tmp_path / "ct")
+    response = client.get(frames_url(path, "1"), headers={"Accept": "application/octet-stream"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/octet-stream")
+    assert response.content == dcmread(path).PixelData
+    many = client.get(frames_url(path, "1,1"), headers={"Accept": "application/octet-stream"})
+    assert many.status_code == 406  # a single part holds one frame only
+
+
+def test_compressed_frames_as_stored_or_decoded(hub, client, tmp_path):
+    from pydicom.encaps import generate_frames
+
+    (path,) = ingest(hub, tmp_path / "rle", template="SC_rgb_rle_2frame.dcm")
+    ds = dcmread(path)
+    stored = list(generate_frames(ds.PixelData, number_of_frames=2))
+    as_stored = client.get(
+        frames_url(path, "2,1"), headers={"Accept": f"{OCTET}; transfer-syntax=*"}
+    )
+    parts = split_multipart(as_stored)
+    assert [body for _, body in parts] == [stored[1], stored[0]]
+    assert parts[0][0]["content-type"] == "image/dicom-rle; transfer-syntax=1.2.840.10008.1.2.5"
+    by_type = client.get(
+        frames_url(path, "1"), headers={"Accept": 'multipart/related; type="image/dicom-rle"'}
+    )
+    assert [body for _, body in split_multipart(by_type)] == [stored[0]]
+    decoded = client.get(frames_url(path, "2"), headers={"Accept": OCTET})
+    ((headers, body),) = split_multipart(decoded)
+    assert headers["content-type"].startswith("application/octet-stream")
+    assert body == native_frame(path, 1)
+    default = client.get(frames_url(path, "1"))  # lossless: */* means native
+    assert [b for _, b in split_multipart(default)] == [native_frame(path, 0)]
+    refused = client.get(
+        frames_url(path, "1"), headers={"Accept": 'multipart/related; type="image/jpeg"'}
+    )
+    assert refused.status_code == 406
+
+
+def test_lossy_frames_are_served_as_stored_by_default(hub, client, tmp_path):
+    from pydicom.encaps import get_frame
+
+    (path,) = ingest(hub, tmp_path / "ybr", template="examples_ybr_color.dcm")  # 30 JPEG frames
+    ds = dcmread(path)
+    response = client.get(frames_url(path, "30"), headers={"Accept": "*/*"})
+    ((headers, body),) = split_multipart(response)
+    assert headers["content-type"] == "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"
+    assert body == get_frame(ds.PixelData, 29, number_of_frames=30)
+    single = client.get(frames_url(path, "7"), headers={"Accept": "image/jpeg"})
+    assert single.headers["content-type"].startswith("image/jpeg")
+    assert single.content == get_frame(ds.PixelData, 6, number_of_frames=30)
+    native = client.get(frames_url(path, "1"), headers={"Accept": OCTET})
+    ((_, body),) = split_multipart(native)
+    assert len(body) == ds.Rows * ds.Columns * 3
+
+
+def test_jpeg_ls_lossless_frames(hub, client, tmp_path):
+    (path,) = ingest(hub, tmp_path / "jls", template="MR_small_jpeg_ls_lossless.dcm")
+    ((headers, body),) = split_multipart(client.get(frames_url(path, "1")))
+    assert headers["content-type"].startswith("application/octet-stream")
+    assert body == dcmread(testdata("MR_small.dcm")).PixelData  # the same lossless image
+    jls = client.get(
+        frames_url(path, "1"), headers={"Accept": 'multipart/related; type="image/x-jls"'}
+    )
+    ((headers, _),) = split_multipart(jls)
+    assert headers["content-type"] == "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80"
+
+
+@pytest.mark.parametrize(("frames", "status"), [("0", 400), ("1,x", 400), ("-1", 400), ("2", 404)])
+def test_bad_frame_numbers(hub, client, tmp_path, frames, status):
+    (path,) = ingest(hub, tmp_path / "ct")
+    response = client.get(frames_url(path, frames))
+    assert response.status_code == status, response.text
+    assert "frame" in response.json()["detail"]
+
+
+def test_frames_of_an_instance_without_pixel_data_are_404(hub, client, tmp_path):
+    (path,) = make_study(tmp_path / "sr")
+    ds = dcmread(path)
+    for keyword in ("PixelData", "Rows", "Columns"):
+        delattr(ds, keyword)
+    ds.save_as(path, enforce_file_format=True)
+    store_instance(hub, path, source="test")
+    run_pending_jobs(hub)
+    assert client.get(frames_url(path, "1")).status_code == 404
+    (item,) = client.get(url(path) + "/metadata").json()
+    assert "7FE00010" not in item

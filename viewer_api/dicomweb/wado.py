@@ -1,20 +1,38 @@
-"""WADO-RS (PS3.18 10.4): instances, metadata and bulk data of studies, series and instances.
+"""WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data.
 
 Instances are answered as ``multipart/related; type="application/dicom"``, streamed file by
 file. The transfer syntax follows the Accept header (PS3.18 8.7.3): Explicit VR Little Endian
 by default (stored files in another syntax are transcoded when pydicom can decode them, else
 406), the stored syntax itself, or ``transfer-syntax=*`` for the stored bytes unchanged.
+
+Frames (and Pixel Data as bulk data) are native little endian ``application/octet-stream`` by
+default, compressed frames as stored in their image media type when asked for (or when only a
+lossy form exists), as multipart/related or, for one frame, as a single part; see
+``frames_plan``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
+from pydicom.uid import UID
 from sqlalchemy.orm import Session
 
+from imaging_hub.frames import (
+    FRAME_MEDIA_TYPES,
+    PixelLayout,
+    check_frames,
+    frame_media_type,
+    is_lossy,
+    native_frames,
+    pixel_layout,
+    stored_frames,
+)
 from imaging_hub.hub import Hub
 from imaging_hub.retrieve import (
     DEFAULT_SYNTAX,
@@ -23,6 +41,7 @@ from imaging_hub.retrieve import (
     NotAcceptable,
     find_instances,
     instance_metadata,
+    is_decodable,
     plan_delivery,
     read_bulk_element,
     read_chunks,
@@ -163,7 +182,10 @@ def metadata(
     return _metadata(request, session, study, series, instance)
 
 
-@router.get(_INSTANCE + "/bulkdata/{tag}", response_class=Response)
+_PIXEL_DATA = "7FE00010"
+
+
+@router.get(_INSTANCE + "/bulkdata/{path:path}", response_class=StreamingResponse)
 def bulkdata(
     request: Request,
     hub: HubDep,
@@ -171,12 +193,155 @@ def bulkdata(
     study: str,
     series: str,
     instance: str,
-    tag: str,
+    path: str,
 ) -> Response:
-    """The value of a top-level bulk data element of an instance (PS3.18 10.4.1.1.5)."""
-    accepted_syntax(request.headers.get("accept"), OCTET_STREAM)
+    """A bulk data value of an instance (PS3.18 10.4.1.1.5), by the path its BulkDataURI names.
+
+    Pixel Data is answered like all of the instance's frames; any other value as stored in
+    one ``application/octet-stream`` part.
+    """
     (ref,) = find_instances(session, study, series, instance)
-    value = read_bulk_element(hub.store.local_path(ref.key), tag)
+    file = hub.store.local_path(ref.key)
+    accept = request.headers.get("accept")
+    if path.upper() == _PIXEL_DATA:
+        layout = pixel_layout(file, ref.transfer_syntax_uid)
+        numbers = list(range(1, layout.frames + 1))
+        return _frames_response(file, layout, numbers, accept, native_in_one_part=True)
+    accepted_syntax(accept, OCTET_STREAM)
+    value = read_bulk_element(file, path)
     boundary = new_boundary()
-    body = b"".join(stream_parts([(OCTET_STREAM, [value])], boundary))
-    return Response(content=body, media_type=multipart_content_type(OCTET_STREAM, boundary))
+    parts = [(OCTET_STREAM, [value])]
+    return StreamingResponse(
+        stream_parts(parts, boundary), media_type=multipart_content_type(OCTET_STREAM, boundary)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FramePlan:
+    """How frames are answered: decoded to native or as stored, in multipart or a single part."""
+
+    native: bool
+    multipart: bool
+    media: str
+    syntax: str
+
+
+_IMAGE_ALIASES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
+
+
+def _plans(stored: str) -> tuple[FramePlan | None, FramePlan]:
+    """The native plan (None when it cannot be made) and the as-stored plan of a syntax."""
+    native_stored = stored not in FRAME_MEDIA_TYPES
+    can_decode = native_stored or is_decodable(stored)
+    native = FramePlan(True, True, OCTET_STREAM, DEFAULT_SYNTAX) if can_decode else None
+    syntax = DEFAULT_SYNTAX if native_stored else stored
+    return native, FramePlan(native_stored, True, frame_media_type(stored), syntax)
+
+
+def _frame_choice(
+    kind: str, params: dict[str, str], stored: str, plans: tuple[FramePlan | None, FramePlan]
+) -> FramePlan | None:
+    """The plan one media range of the Accept header allows, if any (PS3.18 8.7.3.3)."""
+    native, as_stored = plans
+    compressed = stored in FRAME_MEDIA_TYPES
+    default = as_stored if (not compressed or is_lossy(stored) or native is None) else native
+    syntax = params.get("transfer-syntax")
+    kind = _IMAGE_ALIASES.get(kind, kind)
+    if kind == "*/*":
+        return default
+    if kind == OCTET_STREAM:
+        if syntax == "*":
+            return as_stored
+        return native if syntax in (None, DEFAULT_SYNTAX) else None
+    if kind == "image/*" and compressed:
+        return as_stored if syntax in (None, "*", stored) else None
+    if kind == as_stored.media and compressed:
+        return as_stored if syntax in (None, "*", stored) else None
+    return None
+
+
+def frames_plan(accept: str | None, stored: str, count: int) -> FramePlan:
+    """How to answer a frames request (PS3.18 8.7.3.3, 8.7.5); NotAcceptable when impossible.
+
+    ``*/*`` and no Accept: native, unless only a lossy compressed form exists (then as
+    stored). ``type="application/octet-stream"``: native (Explicit VR Little Endian), or as
+    stored with ``transfer-syntax=*``. An image type matching the stored compression, or
+    ``image/*``: as stored. Single-part media types only for a single frame.
+    """
+    if stored not in FRAME_MEDIA_TYPES and UID(stored).is_encapsulated:
+        raise NotAcceptable(f"{UID(stored).name} is video: retrieve the instance instead")
+    plans = _plans(stored)
+    for _, kind, params in _ranges(accept or "*/*"):
+        multipart = kind in (_MULTIPART, "multipart/*")
+        if multipart:
+            kind = params.get("type", "*/*").lower()
+        elif count != 1 and kind != "*/*":
+            continue  # a single part holds one frame only (PS3.18 10.4.4)
+        plan = _frame_choice(kind, params, stored, plans)
+        if plan is not None:
+            return replace(plan, multipart=multipart or kind == "*/*" or count != 1)
+    raise NotAcceptable(
+        f"frames stored as {UID(stored).name} are offered as {OCTET_STREAM} "
+        f"(transfer-syntax {DEFAULT_SYNTAX} or *) or {frame_media_type(stored)}"
+    )
+
+
+def _frame_numbers(text: str) -> list[int]:
+    """The frame numbers of a frames resource, ``1,3,5`` (400 when malformed)."""
+    numbers = []
+    for item in text.split(","):
+        item = item.strip()
+        if not (item.isascii() and item.isdigit()) or int(item) < 1 or len(item) > 9:
+            raise HTTPException(
+                status_code=400, detail=f"frame numbers are positive integers, not {item!r}"
+            )
+        numbers.append(int(item))
+    return numbers
+
+
+def _frames_response(
+    path: Path,
+    layout: PixelLayout,
+    numbers: list[int],
+    accept: str | None,
+    *,
+    native_in_one_part: bool = False,
+) -> Response:
+    """Stream the frames of one instance as the Accept header asks (one frame per part).
+
+    ``native_in_one_part``: native frames go in one part, as uncompressed Pixel Data bulk
+    data is (PS3.18 8.7.3.3.1).
+    """
+    check_frames(layout, numbers)
+    plan = frames_plan(accept, layout.syntax, len(numbers))
+    frames = (native_frames if plan.native else stored_frames)(path, layout, numbers)
+    content_type = f"{plan.media}; transfer-syntax={plan.syntax}"
+    if not plan.multipart:
+        return StreamingResponse(frames, media_type=content_type)
+    boundary = new_boundary()
+    parts: Iterator[tuple[str, Iterable[bytes]]] = (
+        iter([(content_type, frames)])
+        if plan.native and native_in_one_part
+        else ((content_type, [frame]) for frame in frames)
+    )
+    return StreamingResponse(
+        stream_parts(parts, boundary), media_type=multipart_content_type(plan.media, boundary)
+    )
+
+
+@router.get(_INSTANCE + "/frames/{frames}", response_class=StreamingResponse)
+def retrieve_frames(
+    request: Request,
+    hub: HubDep,
+    session: ReadSession,
+    study: str,
+    series: str,
+    instance: str,
+    frames: str,
+) -> Response:
+    """Frames of an instance (PS3.18 10.4.1.1.4), native or as stored."""
+    numbers = _frame_numbers(frames)
+    (ref,) = find_instances(session, study, series, instance)
+    path = hub.store.local_path(ref.key)
+    layout = pixel_layout(path, ref.transfer_syntax_uid)
+    return _frames_response(path, layout, numbers, request.headers.get("accept"))

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
+    #: DICOMweb: the public base URL of /dicomweb (behind a proxy), for RetrieveURL and
+    #: BulkDataURI; unset: taken from each request's Host header.
+    dicomweb_base_url: str | None = None
 
     ingest_duplicates: DuplicatePolicy = DuplicatePolicy.NEWEST
     ingest_max_bytes: int = Field(default=2 * 1024**3, ge=1024)

@@ -14,6 +14,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydicom import Dataset, dcmread
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
@@ -29,6 +30,8 @@ from imaging_hub.db.models import Instance, Series, StoredFile, StoredFileState,
 from imaging_hub.dicom.json import bulk_uris
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import HubError, NotFound
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "ANY_SYNTAX",
@@ -195,11 +198,31 @@ def plan_delivery(stored_syntax: str, requested: str) -> Delivery:
     )
 
 
+def _decompressed(path: Path, ds: Dataset) -> Dataset:
+    """ds decompressed, trying each installed decoder plugin in turn (some fail on some data).
+
+    NotAcceptable when none can; the SOP Instance UID stays (PS3.18 8.7.3).
+    """
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    plugins = ["", *sorted(decoder.available_plugins)]
+    for plugin in plugins:
+        try:
+            ds.decompress(generate_instance_uid=False, decoding_plugin=plugin)
+            return ds
+        except Exception as exc:  # the decoders raise many kinds of errors
+            log.info("decompress_failed", plugin=plugin or "default", error=type(exc).__name__)
+            ds = dcmread(path)
+    raise NotAcceptable(
+        f"the pixel data stored as {ds.file_meta.TransferSyntaxUID.name} cannot be decoded "
+        "here; ask for transfer-syntax=* to get it as stored"
+    )
+
+
 def transcode(path: Path) -> bytes:
     """A Part 10 copy of a stored file in Explicit VR Little Endian (the file is not changed)."""
-    ds = dcmread(path)
+    ds: Dataset = dcmread(path)
     if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress(generate_instance_uid=False)  # PS3.18 8.7.3: the SOP Instance UID stays
+        ds = _decompressed(path, ds)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)

@@ -228,14 +228,19 @@ def test_metadata_is_dicom_json_with_absolute_bulk_data_uris(hub, client, tmp_pa
         assert instance["00080018"]["Value"] == [uids(path)[2]]
         assert instance["00420011"] == {
             "vr": "OB",
-            "BulkDataURI": url(path) + "/bulkdata/00420011",
+            "BulkDataURI": "http://testserver" + url(path) + "/bulkdata/00420011",
         }
         nested = instance["00081140"]["Value"][0]["00420011"]
-        assert nested["BulkDataURI"] == url(path) + "/bulkdata/00081140/0/00420011"
+        assert nested["BulkDataURI"] == (
+            "http://testserver" + url(path) + "/bulkdata/00081140/0/00420011"
+        )
         assert instance["00083002"] == {"vr": "UI", "Value": [str(ExplicitVRLittleEndian)]}
-        assert instance["7FE00010"] == {"vr": "OW", "BulkDataURI": url(path) + "/bulkdata/7FE00010"}
+        assert instance["7FE00010"] == {
+            "vr": "OW",
+            "BulkDataURI": "http://testserver" + url(path) + "/bulkdata/7FE00010",
+        }
     expected = {
-        url(path) + "/bulkdata/00420011": bytes(range(256)) * 8,
+        "http://testserver" + url(path) + "/bulkdata/00420011": bytes(range(256)) * 8,
         nested["BulkDataURI"]: b"\x07" * 2048,
     }
     for uri, value in expected.items():

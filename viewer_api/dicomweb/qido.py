@@ -40,6 +40,7 @@ from imaging_hub.query import (
 from imaging_hub.query import search as search_index
 from imaging_hub.retrieve import NotAcceptable
 from viewer_api.deps import HubDep
+from viewer_api.dicomweb.urls import dicomweb_base
 from viewer_api.multipart import media_type
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_SCOPED_LIMIT", "parse_query", "router"]
@@ -226,7 +227,7 @@ def _answer(
 def _search(request: Request, hub: Hub, level: Level, scope: Scope) -> Response:
     """Run one QIDO-RS search and answer its DICOM JSON."""
     _check_accept(request.headers.get("accept"))
-    base_url = str(request.base_url).rstrip("/") + "/dicomweb"
+    base_url = dicomweb_base(request)
     try:
         query = parse_query(request.query_params.multi_items())
         search = Search(level, query.matches, scope, fuzzy=query.fuzzy)

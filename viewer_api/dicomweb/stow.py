@@ -35,6 +35,7 @@ from imaging_hub.hub import Hub
 from imaging_hub.ingest import IngestResult, store_instance
 from viewer_api.auth import require_role
 from viewer_api.deps import HubDep
+from viewer_api.dicomweb.urls import dicomweb_base
 from viewer_api.multipart import MalformedBody, ReceivedPart, RelatedReader, media_type
 
 __all__ = ["FAILURE_REASON", "router"]
@@ -205,7 +206,7 @@ async def _stow(request: Request, hub: Hub, user: UserInfo, study: str | None) -
     incoming = hub.settings.data_dir / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="stow-", dir=incoming))
-    base_url = str(request.base_url).rstrip("/") + "/dicomweb"
+    base_url = dicomweb_base(request)
     try:
         try:
             parts = await _receive(request, hub, directory)

@@ -48,6 +48,7 @@ from imaging_hub.retrieve import (
     transcode,
 )
 from viewer_api.deps import HubDep, ReadSession
+from viewer_api.dicomweb.urls import dicomweb_base
 from viewer_api.multipart import media_type, multipart_content_type, new_boundary, stream_parts
 
 __all__ = ["accepted_syntax", "router"]
@@ -116,12 +117,17 @@ def _retrieve(hub: Hub, refs: list[InstanceRef], accept: str | None) -> Streamin
     """Stream instances as multipart/related, each in the transfer syntax asked for."""
     requested = accepted_syntax(accept)
     plans = [(ref, plan_delivery(ref.transfer_syntax_uid, requested)) for ref in refs]
+    first: list[bytes] | None = None
+    if len(plans) == 1 and plans[0][1] == Delivery.TRANSCODE:
+        # One instance: decode it before answering, so that failure is a 406, not a cut stream.
+        first = [transcode(hub.store.local_path(refs[0].key))]
 
-    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+    def parts() -> Iterator[tuple[str, Iterable[bytes]]]:
         for ref, delivery in plans:
             transcoded = delivery == Delivery.TRANSCODE
             syntax = DEFAULT_SYNTAX if transcoded else ref.transfer_syntax_uid
-            yield f"{DICOM}; transfer-syntax={syntax}", _instance_body(hub, ref, delivery)
+            body = first if first is not None else _instance_body(hub, ref, delivery)
+            yield f"{DICOM}; transfer-syntax={syntax}", body
 
     boundary = new_boundary()
     return StreamingResponse(
@@ -157,7 +163,7 @@ def retrieve_instance(
 def _metadata(request: Request, session: Session, study: str, *uids: str) -> Response:
     """Answer the DICOM JSON of the instances named by uids."""
     _check_accept_json(request.headers.get("accept"))
-    prefix = request.scope.get("root_path", "") + "/dicomweb"
+    prefix = dicomweb_base(request)
     body = instance_metadata(session, study, *uids, url_prefix=prefix)
     return Response(content=json.dumps(body), media_type=DICOM_JSON)
 

@@ -22,9 +22,11 @@ from sqlalchemy.orm import Session
 
 from imaging_hub.db.models import Instance, Series, SourceIdentity, Study
 from imaging_hub.dicom.json import bulk_uris
+from imaging_hub.dicom.keys import normalize_text
 from imaging_hub.dicom.matching import (
     date_condition,
     fuzzy_pn_condition,
+    has_wildcards,
     int_condition,
     multi_value_condition,
     pn_condition,
@@ -258,8 +260,14 @@ class Search:
     fuzzy: bool = False
 
     def conditions(self) -> list[Condition]:
-        """The SQL conditions of this search; raises ValueError or InvalidUid with the reason."""
+        """The SQL conditions of this search; raises ValueError or InvalidUid with the reason.
+
+        Conditions on the patient (source identity) select the identities in a subquery, so
+        that the database starts from the identities' indexes, unless the only one is a
+        broad name pattern (see ``_broad_name``).
+        """
         built: list[Condition | None] = []
+        identity: list[Condition | None] = []
         for keyword, value in self.matches.items():
             key = MATCH_KEYS.get(keyword)
             if key is None or _DEPTH[key.level] > _DEPTH[self.level]:
@@ -268,7 +276,13 @@ class Search:
                 )
             if _CONTROL_RE.search(value):
                 raise ValueError(f"{keyword}: control characters are not allowed in a query")
-            built.append(key.build(value, self.fuzzy))
+            (identity if keyword in _IDENTITY_KEYS else built).append(key.build(value, self.fuzzy))
+        identity_conditions = [c for c in identity if c is not None]
+        if identity_conditions and self._broad_name():
+            built += identity_conditions
+        elif identity_conditions:
+            ids = select(SI.id).where(*identity_conditions)
+            built.append(Study.source_identity_id.in_(ids))
         if self.scope.study_uid is not None:
             uid = validate_uid(self.scope.study_uid, what="StudyInstanceUID")
             built.append(Study.study_uid == uid)
@@ -276,6 +290,29 @@ class Search:
             uid = validate_uid(self.scope.series_uid, what="SeriesInstanceUID")
             built.append(Series.series_uid == uid)
         return [c for c in built if c is not None]
+
+    def _broad_name(self) -> bool:
+        """Tell whether the patient is matched only by a name pattern with a 1-2 letter prefix.
+
+        Such a pattern (``S*``) matches many patients: walking the studies in result order
+        until the page is full is then faster than gathering every match first.
+        """
+        keys = [k for k in self.matches if k in _IDENTITY_KEYS]
+        if keys != ["PatientName"] or self.fuzzy:
+            return False
+        value = normalize_text(self.matches["PatientName"]) or ""
+        prefix = re.split(r"[*?]", value, maxsplit=1)[0]
+        return has_wildcards(value) and 0 < len(prefix) < 3
+
+    def joins_identity(self) -> bool:
+        """Tell whether conditions() refers to the source identity table itself."""
+        return any(k in _IDENTITY_KEYS for k in self.matches) and self._broad_name()
+
+
+#: Keys matched on the source identity (the patient as received).
+_IDENTITY_KEYS = frozenset(
+    {"PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,26 +496,37 @@ def _found(level: Level, row: tuple[Any, ...]) -> Found:
     return Found(study, series, InstanceRow(sop_uid, _json(instance_json)))
 
 
-def _statement(query: Search) -> Select[Any]:
-    """The SELECT of a search, joined up to the source identity, in result order."""
+_STUDY_ORDER = (Study.sort_key.desc(), Study.id.desc())
+
+
+def _study_page(query: Search, limit: int, offset: int) -> Select[Any]:
+    """The keys of one page of matching studies, in result order (from the sort index alone
+    when no condition needs the study row)."""
+    page = select(Study.id).where(Study.num_instances > 0, *query.conditions())
+    if query.joins_identity():
+        page = page.join(SI, Study.source_identity_id == SI.id)
+    return page.order_by(*_STUDY_ORDER).limit(limit).offset(offset)
+
+
+def _statement(query: Search, limit: int, offset: int) -> Select[Any]:
+    """The SELECT of one page of a search, joined up to the source identity, in result order."""
     statement = (
-        select(*_STUDY_COLUMNS)
-        .select_from(Study)
-        .join(SI, Study.source_identity_id == SI.id)
-        .where(Study.num_instances > 0, *query.conditions())
+        select(*_STUDY_COLUMNS).select_from(Study).join(SI, Study.source_identity_id == SI.id)
     )
-    order: list[Any] = [Study.sort_key.desc(), Study.id.desc()]
-    if query.level != Level.STUDY:
-        statement = statement.add_columns(*_SERIES_COLUMNS).join(
-            Series, Series.study_pk == Study.id
-        )
-        statement = statement.where(Series.num_instances > 0)
-        order += [Series.series_number.asc().nulls_last(), Series.id]
+    if query.level == Level.STUDY:
+        # The page is chosen first, so that the rows skipped by offset are never read.
+        page = _study_page(query, limit, offset)
+        return statement.where(Study.id.in_(page)).order_by(*_STUDY_ORDER)
+    statement = statement.add_columns(*_SERIES_COLUMNS).join(Series, Series.study_pk == Study.id)
+    statement = statement.where(
+        Study.num_instances > 0, Series.num_instances > 0, *query.conditions()
+    )
+    order: list[Any] = [*_STUDY_ORDER, Series.series_number.asc().nulls_last(), Series.id]
     if query.level == Level.INSTANCE:
         statement = statement.add_columns(*_INSTANCE_COLUMNS)
         statement = statement.join(Instance, Instance.series_pk == Series.id)
         order += [Instance.instance_number.asc().nulls_last(), Instance.id]
-    return statement.order_by(*order)
+    return statement.order_by(*order).limit(limit).offset(offset)
 
 
 def search(session: Session, query: Search, *, limit: int = 100, offset: int = 0) -> list[Found]:
@@ -496,16 +544,17 @@ def iter_search(
     """The results of a search as they are read, batch rows at a time (bounded memory)."""
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must not be negative")
-    statement = _statement(query).limit(limit).offset(offset)
-    rows = session.execute(statement.execution_options(yield_per=batch))
+    rows = session.execute(_statement(query, limit, offset).execution_options(yield_per=batch))
     return (_found(query.level, tuple(row)) for row in rows)
 
 
 def has_result_at(session: Session, query: Search, position: int) -> bool:
     """Tell whether a search has more than position results (a result at that 0-based index)."""
-    statement = _statement(query).with_only_columns(Study.id).order_by(None)
-    found = session.execute(statement.offset(position).limit(1)).first()
-    return found is not None
+    if query.level == Level.STUDY:
+        statement = _study_page(query, 1, position)
+    else:
+        statement = _statement(query, 1, position).with_only_columns(Study.id).order_by(None)
+    return session.execute(statement).first() is not None
 
 
 def search_studies(

@@ -174,8 +174,13 @@ class Study(Base):
     """One study (StudyInstanceUID) with the typed keys QIDO-RS and C-FIND match on."""
 
     __tablename__ = "study"
-    # DICOMweb: searches walk this index in result order (newest first); see ``sort_key``.
-    __table_args__ = (Index("ix_study_sort_key_id", "sort_key", "id"),)
+    # DICOMweb: searches walk this index in result order (newest first), and pages of
+    # studies come from it alone (num_instances included); see ``sort_key``.
+    __table_args__ = (
+        Index("ix_study_sort_key_id", "sort_key", "id", "num_instances"),
+        # … and a patient's studies in the same order, from the index alone.
+        Index("ix_study_identity_sort", "source_identity_id", "sort_key", "id", "num_instances"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)

@@ -12,11 +12,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, and_, func, literal, or_
+from sqlalchemy import ColumnElement, and_, func, literal, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import NullType
 
 from imaging_hub.dicom.keys import normalize_pn, normalize_text, normalize_time
 from imaging_hub.dicom.uids import validate_uid
@@ -98,7 +99,7 @@ class _Wildcard(FunctionElement[bool]):
     PostgreSQL's LIKE and can.
     """
 
-    type = Boolean()
+    type = NullType()  # type: ignore[assignment]  # a condition: no "= 1" without booleans
     inherit_cache = True
     name = "dicom_wildcard"
 
@@ -106,7 +107,7 @@ class _Wildcard(FunctionElement[bool]):
 class _PrefixWildcard(FunctionElement[bool]):
     """A ``_Wildcard`` whose value starts with literal text: on SQLite also a range of the index."""
 
-    type = Boolean()
+    type = NullType()  # type: ignore[assignment]  # a condition: no "= 1" without booleans
     inherit_cache = True
     name = "dicom_prefix_wildcard"
 

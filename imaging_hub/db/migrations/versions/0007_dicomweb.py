@@ -1,7 +1,8 @@
 """DICOMweb: search and frame columns
 
-A study sort key (StudyDate + StudyTime as one string, indexed with the primary key) lets study
-searches walk one index in result order, and a StudyDate range become a range of that index;
+A study sort key (StudyDate + StudyTime as one string, indexed with the primary key and the
+instance count) lets study searches walk one index in result order, page through it without
+reading study rows, and a StudyDate range become a range of that index;
 series keep PerformedProcedureStepStartDate/Time for series-level matching. Existing rows are
 filled from the columns and header JSON the index already holds.
 
@@ -98,7 +99,14 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("sort_key", sa.String(length=32), nullable=False, server_default="")
         )
-        batch_op.create_index("ix_study_sort_key_id", ["sort_key", "id"], unique=False)
+        batch_op.create_index(
+            "ix_study_sort_key_id", ["sort_key", "id", "num_instances"], unique=False
+        )
+        batch_op.create_index(
+            "ix_study_identity_sort",
+            ["source_identity_id", "sort_key", "id", "num_instances"],
+            unique=False,
+        )
     with op.batch_alter_table("series", schema=None) as batch_op:
         batch_op.add_column(sa.Column("performed_date", sa.Date(), nullable=True))
         batch_op.add_column(sa.Column("performed_time", sa.String(length=16), nullable=True))
@@ -114,5 +122,6 @@ def downgrade() -> None:
     op.drop_index("ix_series_performed_date", table_name="series")
     op.drop_column("series", "performed_time")
     op.drop_column("series", "performed_date")
+    op.drop_index("ix_study_identity_sort", table_name="study")
     op.drop_index("ix_study_sort_key_id", table_name="study")
     op.drop_column("study", "sort_key")

@@ -84,6 +84,8 @@ class InstanceRef:
     sop_class_uid: str
     transfer_syntax_uid: str
     key: str
+    #: Whether the instance has rows and columns (an image that can be rendered).
+    is_image: bool = False
 
 
 def _query(
@@ -125,6 +127,7 @@ def find_instances(
             sop_class_uid=row.Instance.sop_class_uid,
             transfer_syntax_uid=row.transfer_syntax_uid,
             key=row.path,
+            is_image=row.Instance.rows is not None,
         )
         for row in session.execute(_query(study_uid, series_uid, sop_uid))
     ]

@@ -162,6 +162,16 @@ def test_other_media_types_are_415(hub, radiology, tmp_path, content_type):
     assert "multipart/related" in response.json()["detail"]
 
 
+def test_an_answer_in_xml_only_is_406_and_nothing_is_stored(hub, radiology, tmp_path):
+    (path,) = make_study(tmp_path / "a")
+    response = stow(radiology, body(path.read_bytes()), Accept="application/dicom+xml")
+    assert response.status_code == 406, response.text
+    with hub.db.read() as s:
+        assert s.scalars(select(StoredFile.id)).all() == []
+    accepted = stow(radiology, body(path.read_bytes()), Accept="application/dicom+json")
+    assert accepted.status_code == 200
+
+
 def test_malformed_bodies_are_400(hub, radiology, tmp_path):
     (path,) = make_study(tmp_path / "a")
     no_boundary = {"Content-Type": 'multipart/related; type="application/dicom"'}

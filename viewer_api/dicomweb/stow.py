@@ -4,7 +4,8 @@ The body (``multipart/related; type="application/dicom"``) is streamed to temp f
 dir, then every part goes through the one way in, ``ingest.store_instance``, which makes it
 durable before the answer. Answers (PS3.18 10.5.3): 200 all stored, 202 some failed, 409 all
 failed, each with a DICOM JSON dataset of ReferencedSOPSequence / FailedSOPSequence; 400
-malformed body or UID, 413 body over ``ingest_max_bytes``, 415 another media type. Only the
+malformed body or UID, 406 an Accept without DICOM JSON, 413 body over ``ingest_max_bytes``,
+415 another media type. Only the
 radiology and admin roles may store (403 otherwise).
 """
 
@@ -33,6 +34,7 @@ from imaging_hub.errors import (
 )
 from imaging_hub.hub import Hub
 from imaging_hub.ingest import IngestResult, store_instance
+from imaging_hub.retrieve import NotAcceptable
 from viewer_api.auth import require_role
 from viewer_api.deps import HubDep
 from viewer_api.dicomweb.urls import dicomweb_base
@@ -81,6 +83,15 @@ def _boundary(content_type: str | None) -> str:
     if not params.get("boundary"):
         raise HTTPException(status_code=400, detail="the Content-Type has no boundary parameter")
     return params["boundary"]
+
+
+def _check_accept(accept: str | None) -> None:
+    """The answer is DICOM JSON only (PS3.18 10.5.2); refuse before reading the body (406)."""
+    if not accept:
+        return
+    kinds = {media_type(item)[0] for item in accept.split(",") if item.strip()}
+    if not kinds & {DICOM_JSON, "application/json", "application/*", "*/*"}:
+        raise NotAcceptable(f"the STOW-RS answer is offered as {DICOM_JSON} only")
 
 
 def _check_length(value: str | None, limit: int) -> None:
@@ -201,6 +212,7 @@ async def _receive(request: Request, hub: Hub, directory: Path) -> list[Received
 
 async def _stow(request: Request, hub: Hub, user: UserInfo, study: str | None) -> Response:
     """Receive, store and answer one STOW-RS request."""
+    _check_accept(request.headers.get("accept"))
     if study is not None:
         study = validate_uid(study, what="StudyInstanceUID")
     incoming = hub.settings.data_dir / "incoming"

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imaging_hub import audit
 from imaging_hub.auth.passwords import (
     check_password_rules,
     hash_password,
@@ -27,7 +28,7 @@ from imaging_hub.auth.passwords import (
 )
 from imaging_hub.config import Settings
 from imaging_hub.db.engine import Database
-from imaging_hub.db.models import AuditEvent, Role, Specialty, UserAccount, utcnow
+from imaging_hub.db.models import Role, Specialty, UserAccount, utcnow
 from imaging_hub.errors import (
     AccountDisabled,
     AccountLocked,
@@ -38,6 +39,7 @@ from imaging_hub.errors import (
 
 __all__ = [
     "BAD_CREDENTIALS",
+    "CLI_ACTOR",
     "DEFAULT_POLICY",
     "LoginPolicy",
     "UserInfo",
@@ -144,18 +146,27 @@ def parse_specialty(value: Specialty | str | None) -> Specialty | None:
         ) from None
 
 
-def _audit(session: Session, actor: str, action: str, outcome: str, **kw: Any) -> None:
-    """Record one account event in the audit table."""
+#: The actor of account changes made from the command line.
+CLI_ACTOR = "cli"
+
+
+def _audit(session: Session, actor: str, event: str, outcome: str, **kw: Any) -> None:
+    """Record one account event: logins as user authentication, changes as security alerts."""
     source = kw.pop("source", None)
-    session.add(
-        AuditEvent(
-            actor=actor[:128],
-            actor_kind="user",
-            action=action,
-            outcome=outcome,
-            source_address=source,
-            detail=kw,
-        )
+    if event == "login":
+        kind, action, code = audit.ACTOR_KIND_USER, audit.USER_AUTHENTICATION, audit.EXECUTE
+    else:
+        kind = audit.ACTOR_KIND_SYSTEM if actor == CLI_ACTOR else audit.ACTOR_KIND_USER
+        action = audit.SECURITY_ALERT
+        code = audit.CREATE if event.endswith(".create") else audit.UPDATE
+    audit.record(
+        session,
+        actor=actor,
+        actor_kind=kind,
+        action=action,
+        outcome=outcome,
+        source_address=source,
+        detail={"event": event, "event_action": code, **kw},
     )
 
 
@@ -176,7 +187,7 @@ def create_user(
     role: Role | str,
     specialty: Specialty | str | None = None,
     policy: LoginPolicy = DEFAULT_POLICY,
-    actor: str = "cli",
+    actor: str = CLI_ACTOR,
 ) -> UserInfo:
     """Create an account; AlreadyExists if the name is taken, ValueError for bad input."""
     name = normalize_username(username)
@@ -217,7 +228,7 @@ def get_user(db: Database, username: str) -> UserInfo:
 
 
 def set_disabled(
-    db: Database, username: str, disabled: bool = True, *, actor: str = "cli"
+    db: Database, username: str, disabled: bool = True, *, actor: str = CLI_ACTOR
 ) -> UserInfo:
     """Disable (or enable again) an account; a disabled user's tokens stop working at once."""
     with db.write() as session:
@@ -235,7 +246,7 @@ def reset_password(
     password: str,
     *,
     policy: LoginPolicy = DEFAULT_POLICY,
-    actor: str = "cli",
+    actor: str = CLI_ACTOR,
 ) -> UserInfo:
     """Set a new password, clear the lockout and revoke the tokens issued before."""
     check_password_rules(password, min_length=policy.min_password_length)

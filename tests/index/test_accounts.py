@@ -40,7 +40,9 @@ def login_events(hub: Hub) -> list[tuple[str, str, str]]:
     """(actor, outcome, reason) of every login audit event, oldest first."""
     with hub.db.read() as session:
         rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.action == "login").order_by(AuditEvent.id)
+            select(AuditEvent)
+            .where(AuditEvent.action == "user-authentication")
+            .order_by(AuditEvent.id)
         )
         return [(r.actor, r.outcome, r.detail["reason"]) for r in rows]
 

@@ -86,14 +86,22 @@ class InstanceRef:
     key: str
     #: Whether the instance has rows and columns (an image that can be rendered).
     is_image: bool = False
+    #: Bytes of the stored file.
+    size: int = 0
 
 
 def _query(
     study_uid: str, series_uid: str | None, sop_uid: str | None
-) -> Select[Instance, str, str, str]:
+) -> Select[Instance, str, str, int, str]:
     """The indexed instances of a study, series or single instance, in a stable order."""
     query = (
-        select(Instance, StoredFile.path, StoredFile.transfer_syntax_uid, Series.series_uid)
+        select(
+            Instance,
+            StoredFile.path,
+            StoredFile.transfer_syntax_uid,
+            StoredFile.size,
+            Series.series_uid,
+        )
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
         .join(StoredFile, Instance.stored_file_id == StoredFile.id)
@@ -119,17 +127,28 @@ def find_instances(
     session: Session, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
 ) -> list[InstanceRef]:
     """The indexed instances of a study, series or instance (NotFound when there is none)."""
+    # Columns only: loading Instance objects would decode every instance's header JSON.
+    query = _query(study_uid, series_uid, sop_uid).with_only_columns(
+        Instance.sop_instance_uid,
+        Instance.sop_class_uid,
+        Instance.rows,
+        StoredFile.path,
+        StoredFile.transfer_syntax_uid,
+        StoredFile.size,
+        Series.series_uid,
+    )
     refs = [
         InstanceRef(
             study_uid=study_uid,
             series_uid=row.series_uid,
-            sop_instance_uid=row.Instance.sop_instance_uid,
-            sop_class_uid=row.Instance.sop_class_uid,
+            sop_instance_uid=row.sop_instance_uid,
+            sop_class_uid=row.sop_class_uid,
             transfer_syntax_uid=row.transfer_syntax_uid,
             key=row.path,
-            is_image=row.Instance.rows is not None,
+            is_image=row.rows is not None,
+            size=row.size,
         )
-        for row in session.execute(_query(study_uid, series_uid, sop_uid))
+        for row in session.execute(query)
     ]
     if not refs:
         raise _not_found(series_uid, sop_uid)

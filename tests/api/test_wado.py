@@ -420,3 +420,38 @@ def test_frames_of_an_instance_without_pixel_data_are_404(hub, client, tmp_path)
     assert client.get(frames_url(path, "1")).status_code == 404
     (item,) = client.get(url(path) + "/metadata").json()
     assert "7FE00010" not in item
+
+
+def test_stream_files_batches_small_files_and_chunks_large_ones(tmp_path):
+    import anyio
+
+    from viewer_api.multipart import files_length, stream_files
+
+    sizes = [10, 3000, 5, 9000, 0, 4096]
+    files = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"{i}.dcm"
+        path.write_bytes(bytes([i + 1]) * size)
+        files.append((f"application/dicom; n={i}", path, size))
+
+    async def collect() -> list[bytes]:
+        return [chunk async for chunk in stream_files(files, "B", chunk=4096)]
+
+    chunks = anyio.run(collect)
+    assert max(len(c) for c in chunks) <= 4096 + 200  # bounded by the chunk (plus part heads)
+    expected = (
+        b"".join(
+            f"--B\r\nContent-Type: {kind}\r\n\r\n".encode() + path.read_bytes() + b"\r\n"
+            for kind, path, _ in files
+        )
+        + b"--B--\r\n"
+    )
+    assert b"".join(chunks) == expected
+    assert files_length([(kind, size) for kind, _, size in files], "B") == len(expected)
+
+
+def test_as_stored_answers_carry_a_content_length(hub, client, tmp_path):
+    paths = ingest(hub, tmp_path / "ct", 3)
+    response = client.get(url(paths[0], "study"), headers={"Accept": ANY})
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert sorted(b for _, b in split_multipart(response)) == sorted(p.read_bytes() for p in paths)

@@ -49,7 +49,14 @@ from imaging_hub.retrieve import (
 )
 from viewer_api.deps import HubDep, ReadSession
 from viewer_api.dicomweb.urls import dicomweb_base
-from viewer_api.multipart import media_type, multipart_content_type, new_boundary, stream_parts
+from viewer_api.multipart import (
+    files_length,
+    media_type,
+    multipart_content_type,
+    new_boundary,
+    stream_files,
+    stream_parts,
+)
 
 __all__ = ["accepted_syntax", "router"]
 
@@ -113,10 +120,25 @@ def _instance_body(hub: Hub, ref: InstanceRef, delivery: Delivery) -> Iterator[b
         yield transcode(path)
 
 
+def _as_stored(hub: Hub, refs: list[InstanceRef]) -> StreamingResponse:
+    """Stream stored files unchanged, with a Content-Length (sizes are in the index)."""
+    parts = [(f"{DICOM}; transfer-syntax={ref.transfer_syntax_uid}", ref) for ref in refs]
+    boundary = new_boundary()
+    length = files_length(((kind, ref.size) for kind, ref in parts), boundary)
+    files = [(kind, hub.store.local_path(ref.key), ref.size) for kind, ref in parts]
+    return StreamingResponse(
+        stream_files(files, boundary),
+        media_type=multipart_content_type(DICOM, boundary),
+        headers={"Content-Length": str(length)},
+    )
+
+
 def _retrieve(hub: Hub, refs: list[InstanceRef], accept: str | None) -> StreamingResponse:
     """Stream instances as multipart/related, each in the transfer syntax asked for."""
     requested = accepted_syntax(accept)
     plans = [(ref, plan_delivery(ref.transfer_syntax_uid, requested)) for ref in refs]
+    if all(delivery == Delivery.AS_STORED for _, delivery in plans):
+        return _as_stored(hub, refs)
     first: list[bytes] | None = None
     if len(plans) == 1 and plans[0][1] == Delivery.TRANSCODE:
         # One instance: decode it before answering, so that failure is a 406, not a cut stream.

@@ -32,8 +32,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "ApiToken",
     "AuditEvent",
     "Base",
+    "ClinicalRecord",
     "IdentityLinkEvent",
     "Instance",
     "Job",
@@ -41,8 +43,13 @@ __all__ = [
     "LinkState",
     "PatientRecord",
     "PreviewState",
+    "RecordKind",
+    "Referral",
+    "ReferralStatus",
+    "ReferralStudy",
     "Role",
     "Series",
+    "ShareLink",
     "SourceIdentity",
     "Specialty",
     "StoredFile",
@@ -387,3 +394,123 @@ class UserAccount(Base):
     password_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# -- Clinician access (migration 0004): API tokens, share links, notes and reports, referrals --
+
+
+class ApiToken(Base):
+    """A long-lived, revocable bearer token of an integration, acting for its owner within scopes.
+
+    Only a hash of the secret part is kept; ``public_id`` finds the row without it.
+    """
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    owner: Mapped[UserAccount] = relationship()
+
+
+class ShareLink(Base):
+    """A read-only token for someone outside the clinic, scoped to one study or one patient."""
+
+    __tablename__ = "share_link"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    #: Exactly one of study_uid and patient_record_id is set.
+    study_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    patient_record_id: Mapped[int | None] = mapped_column(
+        ForeignKey("patient_record.id"), index=True
+    )
+    label: Mapped[str | None] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RecordKind(StrEnum):
+    """What a clinical record is: a clinician's note or a report."""
+
+    NOTE = "note"
+    REPORT = "report"
+
+
+class ClinicalRecord(Base):
+    """A note or report on a patient or one of their studies: markdown text or a PDF document."""
+
+    __tablename__ = "clinical_record"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[RecordKind] = mapped_column(String(16))
+    patient_record_id: Mapped[int] = mapped_column(ForeignKey("patient_record.id"), index=True)
+    study_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(256))
+    #: ``text/markdown`` (the text is in body) or ``application/pdf`` (the document is stored).
+    content_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str | None] = mapped_column(Text)
+    document_key: Mapped[str | None] = mapped_column(String(256))
+    document_sha256: Mapped[str | None] = mapped_column(String(64))
+    document_size: Mapped[int | None] = mapped_column(BigInteger)
+    #: The Encapsulated PDF instance that carries a study's PDF report to DICOM peers.
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))
+    author_specialty: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class ReferralStatus(StrEnum):
+    """Where a referral stands."""
+
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    DONE = "done"
+
+
+class Referral(Base):
+    """A referral of a patient from a clinician (and specialty) to a specialty, with a reason."""
+
+    __tablename__ = "referral"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    patient_record_id: Mapped[int] = mapped_column(ForeignKey("patient_record.id"), index=True)
+    from_user: Mapped[str] = mapped_column(String(64))
+    from_specialty: Mapped[str | None] = mapped_column(String(32))
+    to_specialty: Mapped[str] = mapped_column(String(32), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[ReferralStatus] = mapped_column(String(16), default=ReferralStatus.OPEN)
+    accepted_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    studies: Mapped[list[ReferralStudy]] = relationship(
+        order_by="ReferralStudy.id", cascade="all, delete-orphan"
+    )
+
+
+class ReferralStudy(Base):
+    """A study that goes with a referral."""
+
+    __tablename__ = "referral_study"
+    __table_args__ = (UniqueConstraint("referral_id", "study_uid"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    referral_id: Mapped[int] = mapped_column(ForeignKey("referral.id"), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)

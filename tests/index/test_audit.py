@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from imaging_hub import audit
 from imaging_hub.db.models import AuditEvent, Study
@@ -117,3 +118,14 @@ def test_every_action_has_a_dicom_event_id() -> None:
         "serious-failure": 8,
         "major-failure": 12,
     }
+
+
+def test_the_database_refuses_to_change_or_delete_audit_events(hub: Hub) -> None:
+    audit.record_event(
+        hub.db, actor="dr.grey", actor_kind="user", action=audit.QUERY, outcome=audit.SUCCESS
+    )
+    for statement in ("UPDATE audit_event SET actor = 'someone-else'", "DELETE FROM audit_event"):
+        with pytest.raises(DBAPIError, match="append-only"), hub.db.write() as session:
+            session.execute(text(statement))
+    [event] = events(hub)
+    assert event.actor == "dr.grey"

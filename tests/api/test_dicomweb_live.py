@@ -267,7 +267,7 @@ def test_every_pydicom_test_file_round_trips_through_cstore_and_wado_rs(
         found = client.search_for_instances(search_filters={"SOPInstanceUID": uids}, limit=1000)
         return len(found) == len(sent)
 
-    assert wait_until(all_indexed, timeout=180), live.deployment.logs()
+    assert wait_until(all_indexed, timeout=300), live.deployment.logs()
     stored = _stored_files(live)
     for name, ds in datasets.items():
         back = client.retrieve_instance(

@@ -572,3 +572,54 @@ def test_study_searches_use_the_indexes_on_sqlite(hub, matches, expected):
     with hub.db.engine.connect() as conn:
         plan = " | ".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert expected in plan, plan
+
+
+def test_dicom_json_of_every_kind_of_value(client, hub, tmp_path):
+    """PS3.18 F.2: PN groups, AT, IS/DS numbers, sequences, InlineBinary and BulkDataURI."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset as Ds
+
+    from imaging_hub.ingest import store_instance
+    from tests.api.helpers import run_pending_jobs
+    from tests.support import make_study
+
+    (path,) = make_study(tmp_path / "vr", PatientName="Yamada^Tarou=山田^太郎=やまだ^たろう")
+    ds = dcmread(path)
+    ds.FrameIncrementPointer = [0x00181063, 0x00181065]  # AT
+    ds.PixelSpacing = ["0.5", "0.25"]  # DS
+    ds.SliceThickness = "2.50"
+    ds.add_new(0x00091010, "LO", "private creator")  # private group 9
+    item = Ds()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    ds.ReferencedImageSequence = [item]
+    ds.add_new(0x00189601, "OB", b"\x01\x02\x03\x04")  # small binary: inline
+    ds.add_new(0x00420011, "OB", b"\x05" * 4096)  # large binary: bulk data
+    ds.save_as(path, enforce_file_format=True)
+    store_instance(hub, path, source="test")
+    run_pending_jobs(hub)
+    study, series, sop = ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    (item_json,) = client.get(
+        f"/dicomweb/studies/{study}/series/{series}/instances",
+        params={"includefield": "all"},
+    ).json()
+    assert item_json["00100010"] == {
+        "vr": "PN",
+        "Value": [
+            {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"}
+        ],
+    }
+    assert item_json["00280009"] == {"vr": "AT", "Value": ["00181063", "00181065"]}
+    assert item_json["00280030"] == {"vr": "DS", "Value": [0.5, 0.25]}
+    assert item_json["00180050"] == {"vr": "DS", "Value": [2.5]}
+    assert item_json["00200013"] == {"vr": "IS", "Value": [1]}
+    assert item_json["00081140"]["vr"] == "SQ"
+    assert item_json["00081140"]["Value"][0]["00081155"] == {"vr": "UI", "Value": ["1.2.3.4"]}
+    assert item_json["00189601"] == {"vr": "OB", "InlineBinary": "AQIDBA=="}
+    instance_url = f"http://testserver/dicomweb/studies/{study}/series/{series}/instances/{sop}"
+    assert item_json["00420011"] == {"vr": "OB", "BulkDataURI": instance_url + "/bulkdata/00420011"}
+    assert item_json["00081190"] == {"vr": "UR", "Value": [instance_url]}
+    back = Ds.from_json(item_json)
+    for keyword in ("PatientName", "FrameIncrementPointer", "PixelSpacing", "Rows"):
+        assert back[keyword].value == ds[keyword].value, keyword
+    assert back.ReferencedImageSequence[0].ReferencedSOPInstanceUID == "1.2.3.4"

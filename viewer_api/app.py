@@ -11,7 +11,8 @@ from imaging_hub.auth import TokenIssuer
 from imaging_hub.config import Settings
 from imaging_hub.hub import Hub
 from viewer_api import health
-from viewer_api.auth import AUTHENTICATED
+from viewer_api.audit import AuditMiddleware
+from viewer_api.auth import AUTHENTICATED, install_route_templates
 from viewer_api.dicomweb import qido, stow, wado, wado_uri
 from viewer_api.errors import install_error_handlers
 from viewer_api.rest import auth, jobs, previews, studies, users
@@ -51,4 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth.router, prefix="/api")  # token and refresh are public; me is not
     for router, prefix in PROTECTED_ROUTERS:
         app.include_router(router, prefix=prefix, dependencies=AUTHENTICATED)
+    # Access checks need each route's full template; every data access is audited.
+    install_route_templates(app)
+    app.add_middleware(AuditMiddleware)
     return app

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     jobs_max_in_flight: int = Field(default=256, ge=1)
     worker_concurrency: int = Field(default=2, ge=1)
     previews_size: int = Field(default=1024, ge=256, le=4096)
+    #: Longest side of per-instance thumbnails, and the JPEG quality of thumbnails and previews.
+    previews_thumbnail_size: int = Field(default=256, ge=32, le=1024)
+    previews_quality: int = Field(default=90, ge=1, le=100)
 
     auth_jwt_secret: SecretStr | None = None
     auth_access_token_minutes: float = Field(default=15.0, gt=0)

@@ -1,20 +1,20 @@
 """Thumbnails and previews: made by workers after indexing, kept beside (never in) the originals.
 
-Per instance: a thumbnail (longest side 256 px) and a preview (longest side
-``previews_size``, 1024 by default), JPEG. A series is represented by its middle image's
-thumbnail; a study by its series' thumbnails in order. Instances without pixel data (PDF, SR,
-presentation states) get the state ``icon``: the API shows a generic icon for them.
+Per instance: a thumbnail (longest side ``previews_thumbnail_size``, 256 by default) and a
+preview (longest side ``previews_size``, 1024 by default), JPEG, of the middle frame. PNG
+versions are made on request from the original and kept next to the JPEGs. A series is
+represented by its middle image's thumbnail; a study by its series' thumbnails in order.
+Instances without pixel data (PDF, SR, presentation states) get the state ``icon``: the API
+shows a generic icon for them. Every file is written under a temporary name and renamed.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -22,21 +22,58 @@ from imaging_hub.db.models import Instance, PreviewState, Series, StoredFile, St
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.hub import Hub
 from imaging_hub.jobs import PermanentError
-from imaging_hub.render import RenderOptions, render_frame
+from imaging_hub.render import (
+    ImageFormat,
+    RenderOptions,
+    encode,
+    fit,
+    frame_count,
+    render_frame,
+    write_atomic,
+)
+from imaging_hub.render.frame import PIXEL_KEYWORDS
 
-__all__ = ["THUMBNAIL_SIZE", "PreviewFiles", "preview_files", "render_job", "render_previews"]
+__all__ = [
+    "THUMBNAIL_SIZE",
+    "PreviewFiles",
+    "PreviewKind",
+    "derived_image",
+    "has_pixels",
+    "locate",
+    "preview_files",
+    "render_job",
+    "render_previews",
+]
 
 THUMBNAIL_SIZE = 256
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-JPEG_QUALITY = 90
+
+
+class PreviewKind(StrEnum):
+    """The two derived images of an instance."""
+
+    THUMBNAIL = "thumbnail"
+    PREVIEW = "preview"
 
 
 @dataclass(frozen=True, slots=True)
 class PreviewFiles:
     """Where an instance's derived images live."""
 
-    thumbnail: Path
-    preview: Path
+    folder: Path
+
+    @property
+    def thumbnail(self) -> Path:
+        """The JPEG thumbnail."""
+        return self.path(PreviewKind.THUMBNAIL)
+
+    @property
+    def preview(self) -> Path:
+        """The JPEG preview."""
+        return self.path(PreviewKind.PREVIEW)
+
+    def path(self, kind: PreviewKind, fmt: ImageFormat = ImageFormat.JPEG) -> Path:
+        """The file of one kind in one format."""
+        return self.folder / f"{kind.value}{fmt.suffix}"
 
 
 def preview_files(hub: Hub, study_uid: str, series_uid: str, sop_uid: str) -> PreviewFiles:
@@ -46,39 +83,51 @@ def preview_files(hub: Hub, study_uid: str, series_uid: str, sop_uid: str) -> Pr
         validate_uid(series_uid, what="SeriesInstanceUID"),
         validate_uid(sop_uid, what="SOPInstanceUID"),
     ]
-    folder = hub.settings.data_dir.joinpath("previews", *parts)
-    return PreviewFiles(thumbnail=folder / "thumbnail.jpg", preview=folder / "preview.jpg")
+    return PreviewFiles(folder=hub.settings.data_dir.joinpath("previews", *parts))
 
 
-def _save(image: Image.Image, longest_side: int, target: Path) -> None:
-    """Scale image to fit longest_side and write it as JPEG by an atomic rename."""
-    copy = image.copy()
-    copy.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            copy.save(out, format="JPEG", quality=JPEG_QUALITY)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+def _size(hub: Hub, kind: PreviewKind) -> int:
+    if kind is PreviewKind.THUMBNAIL:
+        return hub.settings.previews_thumbnail_size
+    return hub.settings.previews_size
+
+
+def has_pixels(path: Path) -> tuple[bool, int]:
+    """Whether a stored file has pixel data (without reading it), and its number of frames."""
+    # Large values are deferred: this learns whether pixels exist without reading them.
+    header = dcmread(path, defer_size=1024, specific_tags=[*PIXEL_KEYWORDS, "NumberOfFrames"])
+    return any(keyword in header for keyword in PIXEL_KEYWORDS), frame_count(header)
 
 
 def render_previews(hub: Hub, path: Path, files: PreviewFiles) -> PreviewState:
-    """Render the representative frame of a stored file into a thumbnail and a preview."""
-    # Large values are deferred: this learns whether pixels exist without reading them.
-    header = dcmread(path, defer_size=1024, specific_tags=[*PIXEL_KEYWORDS, "NumberOfFrames"])
-    if not any(keyword in header for keyword in PIXEL_KEYWORDS):
+    """Render the representative (middle) frame of a stored file into a thumbnail and a preview."""
+    pixels, frames = has_pixels(path)
+    if not pixels:
         return PreviewState.ICON
-    frames = int(header.get("NumberOfFrames", 1) or 1)
     image = render_frame(path, RenderOptions(frame=frames // 2))
-    _save(image, THUMBNAIL_SIZE, files.thumbnail)
-    _save(image, hub.settings.previews_size, files.preview)
+    quality = hub.settings.previews_quality
+    preview = fit(image, hub.settings.previews_size, hub.settings.previews_size)
+    size = hub.settings.previews_thumbnail_size
+    write_atomic(files.thumbnail, encode(fit(preview, size, size), ImageFormat.JPEG, quality))
+    write_atomic(files.preview, encode(preview, ImageFormat.JPEG, quality))
     return PreviewState.READY
 
 
-def _locate(hub: Hub, sop_uid: str) -> tuple[Path, PreviewFiles] | None:
+def derived_image(
+    hub: Hub, path: Path, files: PreviewFiles, kind: PreviewKind, fmt: ImageFormat
+) -> Path:
+    """The derived image of kind in fmt; made from the original (and kept) if not there yet."""
+    target = files.path(kind, fmt)
+    if target.exists():
+        return target
+    _, frames = has_pixels(path)
+    image = render_frame(path, RenderOptions(frame=frames // 2))
+    size = _size(hub, kind)
+    write_atomic(target, encode(fit(image, size, size), fmt, hub.settings.previews_quality))
+    return target
+
+
+def locate(hub: Hub, sop_uid: str) -> tuple[Path, PreviewFiles] | None:
     """The current stored file of an instance and its preview paths; None if not indexed."""
     with hub.db.read() as s:
         row = s.execute(
@@ -107,13 +156,17 @@ def _set_state(hub: Hub, sop_uid: str, state: PreviewState) -> None:
 def render_job(hub: Hub, payload: dict[str, Any]) -> None:
     """Job handler for kind 'render': previews of one instance's current version."""
     sop_uid = str(payload["sop_instance_uid"])
-    located = _locate(hub, sop_uid)
+    located = locate(hub, sop_uid)
     if located is None:
         return  # the instance was re-indexed elsewhere or removed: nothing to render
     path, files = located
+    for stale in ImageFormat:  # a new version replaces every derived image of the old one
+        if stale is not ImageFormat.JPEG:
+            for kind in PreviewKind:
+                files.path(kind, stale).unlink(missing_ok=True)
     try:
         state = render_previews(hub, path, files)
-    except (ValueError, RuntimeError, NotImplementedError) as exc:
+    except (ValueError, RuntimeError, NotImplementedError, KeyError, TypeError) as exc:
         _set_state(hub, sop_uid, PreviewState.FAILED)
         raise PermanentError(f"cannot render the pixel data: {exc}") from exc
     _set_state(hub, sop_uid, state)

@@ -7,19 +7,33 @@ window (``window``), and ``output`` scales and encodes the result as JPEG or PNG
 
 from imaging_hub.render.codecs import register_decoders
 from imaging_hub.render.frame import Frame, frame_count, read_frame
+from imaging_hub.render.output import (
+    ImageFormat,
+    Viewport,
+    apply_viewport,
+    encode,
+    fit,
+    write_atomic,
+)
 from imaging_hub.render.pipeline import choose_window, render_frame, render_pixels, to_display
 from imaging_hub.render.window import AutoWindow, RenderOptions, Window
 
 __all__ = [
     "AutoWindow",
     "Frame",
+    "ImageFormat",
     "RenderOptions",
+    "Viewport",
     "Window",
+    "apply_viewport",
     "choose_window",
+    "encode",
+    "fit",
     "frame_count",
     "read_frame",
     "register_decoders",
     "render_frame",
     "render_pixels",
     "to_display",
+    "write_atomic",
 ]

@@ -97,3 +97,40 @@ def test_admin_sees_and_retries_failed_jobs(client: TestClient, hub: Hub, tmp_pa
     retried = client.post("/api/admin/jobs/retry", json={}, headers=headers).json()
     assert retried == {"requeued": 1}
     assert client.get("/api/admin/jobs", params={"state": "failed"}, headers=headers).json() == []
+
+
+def test_png_on_request_is_made_once_and_kept(client: TestClient, hub: Hub, tmp_path: Path) -> None:
+    uid = _study(hub, tmp_path)
+    _drain(hub)
+    url = client.get(f"/api/studies/{uid}/thumbnails").json()[0]["thumbnail_url"]
+    preview = url.replace("thumbnail", "preview")
+    first = client.get(preview, params={"format": "png"})
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(first.content))
+    assert image.format == "PNG"
+    jpeg = Image.open(io.BytesIO(client.get(preview).content))
+    assert image.size == jpeg.size  # same size as the JPEG preview
+    again = client.get(
+        preview, params={"format": "png"}, headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304  # the PNG was kept: same file, same ETag
+    assert client.get(preview, params={"format": "gif"}).status_code in (400, 422)
+
+
+def test_a_pdf_gets_the_generic_icon(client: TestClient, hub: Hub, tmp_path: Path) -> None:
+    ds = dcmread(testdata("CT_small.dcm"))
+    del ds.PixelData
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4\n%%EOF\n"
+    for keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    path = tmp_path / "report.dcm"
+    ds.save_as(path)
+    result = store_instance(hub, path, source="test")
+    _drain(hub)
+    response = client.get(f"/api/instances/{result.sop_instance_uid}/thumbnail")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/svg+xml"
+    status = client.get(f"/api/studies/{result.study_uid}/status").json()
+    assert status["phase"] == "ready" and status["previews"] == {"icon": 1}

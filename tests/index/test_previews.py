@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from pydicom import dcmread
@@ -13,6 +14,7 @@ from imaging_hub.hub import Hub
 from imaging_hub.ingest import store_instance
 from imaging_hub.jobs import claim_for_publish
 from imaging_hub.previews import THUMBNAIL_SIZE, preview_files
+from imaging_hub.render import RenderOptions, render_frame
 from imaging_hub.work import JobOutcome, run_job
 from tests.support import testdata
 
@@ -70,3 +72,23 @@ def test_a_poison_instance_fails_visibly_and_alone(hub: Hub, tmp_path: Path) -> 
         failed = s.execute(select(Job).where(Job.state == JobState.FAILED)).scalars().all()
     assert [(j.kind, j.study_uid) for j in failed] == [("render", poison.study_uid)]
     assert "cannot render" in (failed[0].last_error or "")
+
+
+def test_sizes_are_configurable_and_multi_frame_shows_its_middle_frame(
+    hub: Hub, tmp_path: Path
+) -> None:
+    hub.settings.previews_thumbnail_size = 64
+    hub.settings.previews_size = 300
+    big = dcmread(testdata("SC_rgb_rle_2frame.dcm"))
+    result = store_instance(hub, testdata("SC_rgb_rle_2frame.dcm"), source="test")
+    assert _drain(hub) == [JobOutcome.DONE, JobOutcome.DONE]
+    files = preview_files(hub, result.study_uid, result.series_uid, result.sop_instance_uid)
+    thumb = Image.open(files.thumbnail)
+    assert max(thumb.size) == 64
+    preview = np.asarray(Image.open(files.preview).convert("RGB"), dtype=float)
+    frames = [
+        np.asarray(render_frame(testdata("SC_rgb_rle_2frame.dcm"), RenderOptions(frame=i)))
+        for i in range(int(big.NumberOfFrames))
+    ]
+    errors = [np.abs(preview - frame).mean() for frame in frames]
+    assert errors[1] < errors[0]  # the middle (second of two) frame, not the first

@@ -1,4 +1,4 @@
-"""Study processing status, series thumbnails and per-instance previews (JPEG, with ETags)."""
+"""Study processing status, series thumbnails and per-instance previews (JPEG/PNG, ETags)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from sqlalchemy import select
 from imaging_hub.db.models import Instance, PreviewState, Series, Study
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import NotFound
-from imaging_hub.previews import preview_files
+from imaging_hub.previews import PreviewKind, derived_image, locate, preview_files
+from imaging_hub.render import ImageFormat
 from imaging_hub.status import series_thumbnails, study_status
 from viewer_api.deps import HubDep, ReadSession
 
-__all__ = ["router"]
+__all__ = ["icon_response", "router", "serve_file"]
 
 router = APIRouter(tags=["previews"])
 
@@ -94,15 +95,30 @@ def _etag(path: Path) -> str:
     return '"' + hashlib.sha256(key).hexdigest()[:32] + '"'
 
 
+def serve_file(path: Path, media: str, request: Request) -> Response:
+    """A derived image with its ETag and cache headers, or 304 when the client has it."""
+    etag = _etag(path)
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type=media, headers=headers)
+
+
+def icon_response() -> Response:
+    """The generic icon shown for instances without pixel data (PDF, SR, …)."""
+    return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": CACHE_CONTROL})
+
+
 @router.get("/instances/{sop_uid}/{kind}", response_model=None)
 def get_instance_image(
     sop_uid: str,
-    kind: Literal["thumbnail", "preview"],
+    kind: PreviewKind,
     request: Request,
     hub: HubDep,
     session: ReadSession,
+    format: Literal["jpeg", "png"] = "jpeg",
 ) -> Response:
-    """An instance's thumbnail or preview (JPEG), or a generic icon for a non-image."""
+    """An instance's thumbnail or preview (JPEG, or PNG on request), or an icon for a non-image."""
     uid = validate_uid(sop_uid, what="SOPInstanceUID")
     row = session.execute(
         select(Instance.preview_state, Series.series_uid, Study.study_uid)
@@ -113,13 +129,15 @@ def get_instance_image(
     if row is None:
         raise NotFound(f"instance {uid} is not in the hub")
     if row.preview_state == PreviewState.ICON:
-        return Response(ICON, media_type="image/svg+xml", headers={"Cache-Control": CACHE_CONTROL})
+        return icon_response()
     if row.preview_state != PreviewState.READY:
-        raise NotFound(f"the {kind} of instance {uid} is {row.preview_state}, not ready")
+        raise NotFound(f"the {kind.value} of instance {uid} is {row.preview_state}, not ready")
+    fmt = ImageFormat(format)
     files = preview_files(hub, row.study_uid, row.series_uid, uid)
-    path = files.thumbnail if kind == "thumbnail" else files.preview
-    etag = _etag(path)
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type="image/jpeg", headers=headers)
+    path = files.path(kind, fmt)
+    if not path.exists():
+        located = locate(hub, uid)
+        if located is None:
+            raise NotFound(f"instance {uid} is not in the hub")
+        path = derived_image(hub, located[0], located[1], kind, fmt)
+    return serve_file(path, fmt.media_type, request)

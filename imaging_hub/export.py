@@ -1,0 +1,174 @@
+"""Studies as a streamed ZIP download: the stored originals, byte for byte, in a few layouts.
+
+The archive is produced while it is sent (zipstream-ng, stored without compression, ZIP64
+when needed): each file is read from storage in chunks as its turn comes, so memory stays flat
+whatever the study's size, and the total size is known before the first byte (an exact
+``Content-Length``). Layouts:
+
+- ``files``: ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``;
+- ``dicomdir``: PS3.10 media, a DICOMDIR (built with pydicom's ``FileSet`` from the headers
+  only) and the files under their File IDs (``PT000000/ST000000/SE000000/IM000000``);
+- ``pdi``: the same, plus a README.TXT, as IHE PDI (ITI TF-1 15) media content asks.
+
+Instances whose SOP class a DICOMDIR cannot list are added under ``OTHER/`` in the media
+layouts. Identity corrections kept in the index are not applied to the files (the ZIP carries
+the originals as received).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import structlog
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from zipstream import ZIP_STORED, ZipStream
+
+from imaging_hub.db.models import Instance, Series, StoredFile, Study
+from imaging_hub.dicom.uids import validate_uid
+from imaging_hub.errors import NotFound, TooLarge
+from imaging_hub.hub import Hub
+
+__all__ = ["Export", "ExportFile", "Layout", "export_files", "export_zip"]
+
+log = structlog.get_logger(__name__)
+
+#: At most this many instances in one download.
+MAX_INSTANCES = 100_000
+_README = """Imaging Hub export ({count} instances, {studies} studies)
+
+The DICOMDIR file lists every DICOM file on this medium (PS3.10); open it with any DICOM
+viewer. The files are the originals as the hub received them.
+"""
+
+
+class Layout(StrEnum):
+    """How files are laid out in a download."""
+
+    FILES = "files"
+    DICOMDIR = "dicomdir"
+    PDI = "pdi"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFile:
+    """One stored original that goes into a download."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """A download ready to stream: its chunks, exact size and what it holds."""
+
+    chunks: Iterable[bytes]
+    size: int
+    study_uids: tuple[str, ...]
+    count: int
+
+
+def export_files(
+    hub: Hub,
+    session: Session,
+    study_uids: Iterable[str],
+    *,
+    series_uids: Iterable[str] = (),
+) -> list[ExportFile]:
+    """The current stored file of every instance of the studies (or only of the series).
+
+    NotFound names a study (or series) the index does not hold; TooLarge beyond
+    ``MAX_INSTANCES`` instances.
+    """
+    studies = list(dict.fromkeys(validate_uid(u, what="StudyInstanceUID") for u in study_uids))
+    series = list(dict.fromkeys(validate_uid(u, what="SeriesInstanceUID") for u in series_uids))
+    if not studies:
+        raise ValueError("a download needs at least one study")
+    query = (
+        select(
+            Study.study_uid,
+            Series.series_uid,
+            Instance.sop_instance_uid,
+            StoredFile.path,
+            StoredFile.size,
+        )
+        .join(Series, Series.study_pk == Study.id)
+        .join(Instance, Instance.series_pk == Series.id)
+        .join(StoredFile, StoredFile.id == Instance.stored_file_id)
+        .where(Study.study_uid.in_(studies))
+    )
+    if series:
+        query = query.where(Series.series_uid.in_(series))
+    query = query.order_by(
+        Study.sort_key.desc(),
+        Study.id,
+        Series.series_number.asc().nulls_last(),
+        Series.id,
+        Instance.instance_number.asc().nulls_last(),
+        Instance.id,
+    ).limit(MAX_INSTANCES + 1)
+    rows = [
+        ExportFile(study, se, sop, hub.store.local_path(key), size)
+        for study, se, sop, key, size in session.execute(query)
+    ]
+    if len(rows) > MAX_INSTANCES:
+        raise TooLarge(f"a download holds at most {MAX_INSTANCES} instances")
+    found = {r.study_uid for r in rows}
+    if missing := [u for u in studies if u not in found]:
+        raise NotFound(f"study {missing[0]} is not in the hub")
+    if missing_series := [u for u in series if u not in {r.series_uid for r in rows}]:
+        raise NotFound(f"series {missing_series[0]} is not in the selected studies")
+    return rows
+
+
+def _dicomdir(files: list[ExportFile]) -> tuple[bytes, dict[str, str]]:
+    """A DICOMDIR for files (from their headers) and each listed SOP Instance UID's File ID."""
+    fileset = FileSet()
+    ids: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            header = dcmread(f.path, stop_before_pixels=True)
+            try:
+                instance = fileset.add(header)
+            except (ValueError, KeyError, AttributeError) as exc:
+                log.info("dicomdir_skipped", sop_instance_uid=f.sop_instance_uid, error=str(exc))
+                continue
+            ids[f.sop_instance_uid] = str(instance.FileID)
+        fileset.write(tmp)
+        return (Path(tmp) / "DICOMDIR").read_bytes(), ids
+
+
+def _arcname(f: ExportFile, layout: Layout, ids: dict[str, str]) -> str:
+    if layout == Layout.FILES:
+        return f"{f.study_uid}/{f.series_uid}/{f.sop_instance_uid}.dcm"
+    return ids.get(f.sop_instance_uid) or f"OTHER/{f.sop_instance_uid}.dcm"
+
+
+def export_zip(files: list[ExportFile], *, layout: Layout = Layout.FILES) -> Export:
+    """A ZIP of files in layout, to be streamed; files are added as stored, uncompressed."""
+    archive = ZipStream(compress_type=ZIP_STORED, sized=True)
+    ids: dict[str, str] = {}
+    studies = tuple(dict.fromkeys(f.study_uid for f in files))
+    if layout != Layout.FILES:
+        dicomdir, ids = _dicomdir(files)
+        archive.add(dicomdir, "DICOMDIR")
+        if layout == Layout.PDI:
+            readme = _README.format(count=len(files), studies=len(studies))
+            archive.add(readme.replace("\n", "\r\n").encode("ascii"), "README.TXT")
+    for f in files:
+        archive.add_path(str(f.path), _arcname(f, layout, ids))
+    size = len(archive)
+    return Export(chunks=_chunks(archive), size=size, study_uids=studies, count=len(files))
+
+
+def _chunks(archive: ZipStream) -> Iterator[bytes]:
+    yield from archive

@@ -13,7 +13,7 @@ from imaging_hub.hub import Hub
 from viewer_api import health
 from viewer_api.audit import AuditMiddleware
 from viewer_api.auth import AUTHENTICATED, install_route_templates
-from viewer_api.dicomweb import qido, stow, wado, wado_uri
+from viewer_api.dicomweb import qido, rendered, stow, wado, wado_uri
 from viewer_api.errors import install_error_handlers
 from viewer_api.rest import auth, jobs, previews, studies, users
 
@@ -24,6 +24,7 @@ __all__ = ["PROTECTED_ROUTERS", "create_app"]
 PROTECTED_ROUTERS = [
     (qido.router, "/dicomweb"),
     (wado.router, "/dicomweb"),
+    (rendered.router, "/dicomweb"),
     (stow.router, "/dicomweb"),
     (wado_uri.router, ""),
     (studies.router, "/api"),

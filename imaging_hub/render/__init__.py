@@ -16,6 +16,7 @@ from imaging_hub.render.output import (
     write_atomic,
 )
 from imaging_hub.render.pipeline import choose_window, render_frame, render_pixels, to_display
+from imaging_hub.render.request import RenderRequest, generic_icon, render_request
 from imaging_hub.render.window import AutoWindow, RenderOptions, Window
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Frame",
     "ImageFormat",
     "RenderOptions",
+    "RenderRequest",
     "Viewport",
     "Window",
     "apply_viewport",
@@ -30,10 +32,12 @@ __all__ = [
     "encode",
     "fit",
     "frame_count",
+    "generic_icon",
     "read_frame",
     "register_decoders",
     "render_frame",
     "render_pixels",
+    "render_request",
     "to_display",
     "write_atomic",
 ]

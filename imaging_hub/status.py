@@ -43,6 +43,16 @@ class StudyStatus:
     previews: dict[str, int] = field(default_factory=dict)
     jobs: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def previews_ready(self) -> int:
+        """Instances with a thumbnail and preview (or an icon, for objects without pixels)."""
+        return self.previews.get(PreviewState.READY, 0) + self.previews.get(PreviewState.ICON, 0)
+
+    @property
+    def failed(self) -> int:
+        """Jobs of the study that failed for good (their errors are in the admin job view)."""
+        return self.jobs.get(JobState.FAILED, 0)
+
 
 def _counts(session: Session, query: Executable) -> dict[str, int]:
     """A GROUP BY count query's rows as a dict."""

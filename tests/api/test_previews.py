@@ -42,6 +42,7 @@ def test_status_goes_from_processing_to_ready(client: TestClient, hub: Hub, tmp_
     after = client.get(f"/api/studies/{uid}/status").json()
     assert after["phase"] == "ready" and after["indexed"] == 5
     assert after["previews"] == {"ready": 5} and after["jobs"] == {"done": 10}
+    assert (after["previews_ready"], after["failed"]) == (5, 0)
 
 
 def test_thumbnails_in_series_order_with_etag(client: TestClient, hub: Hub, tmp_path: Path) -> None:
@@ -77,6 +78,8 @@ def test_pending_failed_unknown_and_bad_uid(client: TestClient, hub: Hub, tmp_pa
     assert "failed" in client.get(url).json()["detail"]
     status = client.get(f"/api/studies/{result.study_uid}/status").json()
     assert status["phase"] == "failed" and status["previews"] == {"failed": 1}
+    assert (status["received"], status["indexed"], status["previews_ready"]) == (1, 1, 0)
+    assert status["failed"] == 1
     assert client.get("/api/instances/1.2.3.4/thumbnail").status_code == 404
     assert client.get("/api/instances/1.2.x/thumbnail").status_code == 400
 

@@ -39,6 +39,8 @@ class StudyStatusOut(BaseModel):
     phase: str
     received: int
     indexed: int
+    previews_ready: int
+    failed: int
     previews: dict[str, int]
     jobs: dict[str, int]
 
@@ -64,6 +66,8 @@ def get_study_status(study_uid: str, session: ReadSession) -> StudyStatusOut:
         phase=status.phase,
         received=status.received,
         indexed=status.indexed,
+        previews_ready=status.previews_ready,
+        failed=status.failed,
         previews=status.previews,
         jobs=status.jobs,
     )

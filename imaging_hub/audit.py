@@ -11,15 +11,17 @@ and the change commit together), or :func:`record_event` for reads, which have n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from imaging_hub.db.engine import Database
-from imaging_hub.db.models import AuditEvent, Study
+from imaging_hub.db.models import AuditEvent, PatientRecord, Study
 
 __all__ = [
     "ACTIONS",
@@ -56,8 +58,12 @@ __all__ = [
     "SUCCESS",
     "UPDATE",
     "USER_AUTHENTICATION",
+    "AuditEntry",
+    "AuditFilters",
+    "iter_events",
     "record",
     "record_event",
+    "search_events",
 ]
 
 log = structlog.get_logger(__name__)
@@ -217,3 +223,125 @@ def record_event(
             detail=detail,
         )
     log.debug("audit_event", action=action, actor_kind=actor_kind, outcome=outcome)
+
+
+# -- reading the trail (admins) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    """What an audit search matches; every field None matches anything. Times are inclusive."""
+
+    actor: str | None = None
+    actor_kind: str | None = None
+    patient_mrn: str | None = None
+    study_uid: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The SQL conditions of these filters; ValueError for a naive time or bad vocabulary."""
+        for moment in (self.since, self.until):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("audit search times need a time zone")
+        if self.action is not None and self.action not in ACTIONS:
+            raise ValueError(f"unknown audit action {self.action!r}: use one of {sorted(ACTIONS)}")
+        built: list[ColumnElement[bool]] = []
+        pairs = (
+            (AuditEvent.actor, self.actor),
+            (AuditEvent.actor_kind, self.actor_kind),
+            (AuditEvent.study_uid, self.study_uid),
+            (AuditEvent.action, self.action),
+            (AuditEvent.outcome, self.outcome),
+        )
+        built += [column == value for column, value in pairs if value is not None]
+        if self.patient_mrn is not None:
+            built.append(PatientRecord.mrn == self.patient_mrn)
+        if self.since is not None:
+            built.append(AuditEvent.at >= self.since)
+        if self.until is not None:
+            built.append(AuditEvent.at <= self.until)
+        return built
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit event as admins read it."""
+
+    id: int
+    at: dt.datetime
+    actor: str
+    actor_kind: str
+    action: str
+    event_id: str
+    outcome: str
+    outcome_code: int
+    source_address: str | None
+    patient_mrn: str | None
+    study_uid: str | None
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as JSON-ready values (times in ISO 8601)."""
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "actor_kind": self.actor_kind,
+            "action": self.action,
+            "event_id": self.event_id,
+            "outcome": self.outcome,
+            "outcome_code": self.outcome_code,
+            "source_address": self.source_address,
+            "patient_mrn": self.patient_mrn,
+            "study_uid": self.study_uid,
+            "detail": self.detail,
+        }
+
+
+def _events(filters: AuditFilters, after_id: int | None) -> Select[AuditEvent, str]:
+    query = select(AuditEvent, PatientRecord.mrn).outerjoin(
+        PatientRecord, PatientRecord.id == AuditEvent.patient_record_id
+    )
+    query = query.where(*filters.conditions())
+    if after_id is not None:
+        query = query.where(AuditEvent.id < after_id)
+    return query.order_by(AuditEvent.id.desc())
+
+
+def _entry(row: AuditEvent, mrn: str | None) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        actor_kind=row.actor_kind,
+        action=row.action,
+        event_id=EVENT_IDS.get(row.action, ""),
+        outcome=row.outcome,
+        outcome_code=OUTCOME_CODES.get(row.outcome, 4),
+        source_address=row.source_address,
+        patient_mrn=mrn,
+        study_uid=row.study_uid,
+        detail=dict(row.detail or {}),
+    )
+
+
+def search_events(
+    session: Session, *, filters: AuditFilters, limit: int = 100, before_id: int | None = None
+) -> list[AuditEntry]:
+    """Matching events, newest first; ``before_id`` (the last id of a page) continues a search."""
+    if limit < 0:
+        raise ValueError("limit must not be negative")
+    rows = session.execute(_events(filters, before_id).limit(limit))
+    return [_entry(row, mrn) for row, mrn in rows]
+
+
+def iter_events(
+    session: Session, *, filters: AuditFilters, batch: int = 500
+) -> Iterator[AuditEntry]:
+    """Every matching event, newest first, read batch rows at a time (bounded memory)."""
+    rows = session.execute(_events(filters, None).execution_options(yield_per=batch))
+    for row, mrn in rows:
+        yield _entry(row, mrn)

@@ -186,11 +186,19 @@ _STUDY_COLUMNS = (
     Study.updated_at,
 )
 
+
+def _name_order(column: Any) -> Any:
+    """A normalised name in sort order: components apart by a blank, so DOE^JANE < DOERING^MAX."""
+    return func.replace(column, "^", " ")
+
+
+_NEWEST = [Study.sort_key.desc()]
+
 _STUDY_ORDER: dict[StudySort, list[Any]] = {
     StudySort.NEWEST: [Study.sort_key.desc()],
     StudySort.OLDEST: [Study.sort_key.asc()],
-    StudySort.PATIENT: [SourceIdentity.name_norm.asc().nulls_last(), Study.sort_key.desc()],
-    StudySort.PATIENT_DESC: [SourceIdentity.name_norm.desc().nulls_last(), Study.sort_key.desc()],
+    StudySort.PATIENT: [_name_order(SourceIdentity.name_norm).asc().nulls_last(), *_NEWEST],
+    StudySort.PATIENT_DESC: [_name_order(SourceIdentity.name_norm).desc().nulls_last(), *_NEWEST],
     StudySort.ACCESSION: [Study.accession_number.asc().nulls_last()],
     StudySort.ACCESSION_DESC: [Study.accession_number.desc().nulls_last()],
     StudySort.RECEIVED: [Study.updated_at.desc()],
@@ -325,8 +333,8 @@ class PatientSummary:
 
 
 _PATIENT_ORDER: dict[PatientSort, list[Any]] = {
-    PatientSort.NAME: [PatientRecord.name_norm.asc().nulls_last()],
-    PatientSort.NAME_DESC: [PatientRecord.name_norm.desc().nulls_last()],
+    PatientSort.NAME: [_name_order(PatientRecord.name_norm).asc().nulls_last()],
+    PatientSort.NAME_DESC: [_name_order(PatientRecord.name_norm).desc().nulls_last()],
     PatientSort.BIRTH_DATE: [PatientRecord.birth_date.asc().nulls_last()],
     PatientSort.BIRTH_DATE_DESC: [PatientRecord.birth_date.desc().nulls_last()],
     PatientSort.MRN: [PatientRecord.mrn.asc()],

@@ -15,7 +15,20 @@ from viewer_api.audit import AuditMiddleware
 from viewer_api.auth import AUTHENTICATED, install_route_templates
 from viewer_api.dicomweb import qido, rendered, stow, wado, wado_uri
 from viewer_api.errors import install_error_handlers
-from viewer_api.rest import auth, jobs, previews, studies, users
+from viewer_api.rest import audit as audit_api
+from viewer_api.rest import (
+    auth,
+    downloads,
+    jobs,
+    patients,
+    previews,
+    records,
+    referrals,
+    shares,
+    studies,
+    tokens,
+    users,
+)
 
 __all__ = ["PROTECTED_ROUTERS", "create_app"]
 
@@ -31,6 +44,15 @@ PROTECTED_ROUTERS = [
     (users.router, "/api"),
     (previews.router, "/api"),
     (jobs.router, "/api"),
+    # Clinician access: patients, downloads, records, referrals, share links, tokens, audit.
+    (patients.router, "/api"),
+    (downloads.router, "/api"),
+    (records.router, "/api"),
+    (referrals.router, "/api"),
+    (shares.router, "/api"),
+    (tokens.router, "/api"),
+    (tokens.admin_router, "/api"),
+    (audit_api.router, "/api"),
 ]
 
 

@@ -88,19 +88,28 @@ def action_for(method: str, template: str) -> str | None:
         return audit.ORDER_RECORD
     if template.startswith("/api/share-links"):
         return audit.SECURITY_ALERT
+    if template.endswith("/download") or template == "/api/downloads":
+        return audit.EXPORT
     if method not in ("GET", "HEAD"):
         if template.startswith("/dicomweb/studies"):
             return audit.INSTANCES_TRANSFERRED  # STOW-RS: instances received over the network
         if template.startswith("/api/admin/"):
             return audit.APPLICATION_ACTIVITY
         return audit.PATIENT_RECORD
-    if template.endswith("/download"):
-        return audit.EXPORT
     if _SEARCH_RE.search(template) or template == "/api/studies":
         return audit.QUERY
     if template.startswith(("/api/patients/", "/api/records/")):
         return audit.PATIENT_RECORD
     return audit.INSTANCES_ACCESSED
+
+
+def _event_action(action: str, method: str) -> str:
+    """The event action code (PS3.15 A.5.1): searches execute, exports read, writes by method."""
+    if action == audit.QUERY:
+        return audit.EXECUTE
+    if action == audit.EXPORT:
+        return audit.READ
+    return _EVENT_ACTION.get(method, audit.EXECUTE)
 
 
 def _outcome(status: int | None, completed: bool) -> str:
@@ -212,7 +221,7 @@ def _write_events(scope: Scope, status: int | None, completed: bool) -> None:
     params: dict[str, Any] = scope.get("path_params") or {}
     client = scope.get("client")
     detail: dict[str, Any] = {
-        "event_action": audit.EXECUTE if action == audit.QUERY else _EVENT_ACTION.get(method, "E"),
+        "event_action": _event_action(action, method),
         "method": method,
         "route": template,
         "status": status,

@@ -34,6 +34,7 @@ from viewer_api.deps import HubDep
 __all__ = [
     "AUTHENTICATED",
     "DEFAULT_WRITE_ROLES",
+    "READ_POSTS",
     "SHARE_ROUTES",
     "TOKEN_URL",
     "CurrentPrincipal",
@@ -58,6 +59,8 @@ bearer_scheme = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 #: Who may use a write route that does not name its roles.
 DEFAULT_WRITE_ROLES = frozenset({Role.RADIOLOGY, Role.ADMIN})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Writes by method only: they read data and take their selection as a body.
+READ_POSTS = frozenset({"/api/downloads"})
 _ROLES_ATTR = "__hub_roles__"
 
 #: Route templates (besides everything under /dicomweb and /wado) a share link may read.
@@ -196,7 +199,7 @@ def required_scope(method: str, template: str) -> Scope:
     """The API token scope a request needs."""
     if template.startswith("/api/admin"):
         return Scope.ADMIN
-    if method in _SAFE_METHODS:
+    if method in _SAFE_METHODS or (method == "POST" and template in READ_POSTS):
         return Scope.READ
     if method == "POST" and template.startswith("/dicomweb/studies"):
         return Scope.STORE

@@ -107,3 +107,19 @@ def build_corpus(hub: Hub, root: Path) -> dict[str, str]:
         **MAX,
     )
     return {"A": uid_a, "B": uid_b, "C": uid_c, "D": uid_d}
+
+
+# -- Clinician access: users of each role, their bearer headers ---------------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def sign_in(hub: Hub, username: str, role: str, specialty: str | None = None) -> dict[str, str]:
+    """Create a user of role and return the Authorization header of a fresh access token."""
+    from imaging_hub.auth import TokenIssuer, create_user
+
+    user = create_user(hub.db, username, PASSWORD, role=role, specialty=specialty)
+    return bearer(TokenIssuer.from_settings(hub.settings).issue(user).access_token)

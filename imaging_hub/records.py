@@ -27,6 +27,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from imaging_hub.auth.users import UserInfo
+from imaging_hub.config import Settings
 from imaging_hub.db.engine import Database
 from imaging_hub.db.models import (
     ClinicalRecord,
@@ -62,6 +63,7 @@ __all__ = [
     "get_referral",
     "list_records",
     "list_referrals",
+    "max_pdf_bytes",
     "open_document",
     "record_store",
     "set_referral_status",
@@ -212,10 +214,15 @@ def add_text_record(
         return RecordInfo.of(row, patient_mrn)
 
 
-def _check_pdf(path: Path) -> int:
+def max_pdf_bytes(settings: Settings) -> int:
+    """The largest PDF report accepted: MAX_PDF_BYTES, or less if ingest takes less."""
+    return min(MAX_PDF_BYTES, settings.ingest_max_bytes)
+
+
+def _check_pdf(path: Path, limit: int) -> int:
     size = path.stat().st_size
-    if size > MAX_PDF_BYTES:
-        raise TooLarge(f"a PDF report may have at most {MAX_PDF_BYTES} bytes")
+    if size > limit:
+        raise TooLarge(f"a PDF report may have at most {limit} bytes")
     with path.open("rb") as fh:
         if fh.read(5) != b"%PDF-":
             raise ValueError("the document is not a PDF (it does not start with %PDF-)")
@@ -300,7 +307,7 @@ def add_pdf_report(
 
     ValueError for a file that is not a PDF or a bad title, TooLarge, NotFound.
     """
-    size = _check_pdf(pdf_path)
+    size = _check_pdf(pdf_path, max_pdf_bytes(hub.settings))
     clean_title = _title(title)
     with hub.db.read() as session:
         patient, patient_mrn, uid = _target(session, mrn, study_uid)

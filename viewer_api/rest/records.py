@@ -21,7 +21,6 @@ from imaging_hub.db.models import RecordKind, Role
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import TooLarge
 from imaging_hub.records import (
-    MAX_PDF_BYTES,
     MAX_TEXT,
     PDF,
     RecordInfo,
@@ -29,6 +28,7 @@ from imaging_hub.records import (
     add_text_record,
     get_record,
     list_records,
+    max_pdf_bytes,
     open_document,
 )
 from viewer_api.audit import AuditContext
@@ -91,14 +91,14 @@ def create_record(body: RecordIn, request: Request, hub: HubDep, user: CurrentUs
     return RecordItem.of(_audited(request, info))
 
 
-async def _save_upload(upload: UploadFile, target: Path) -> None:
-    """Copy an upload to target in chunks; TooLarge beyond MAX_PDF_BYTES."""
+async def _save_upload(upload: UploadFile, target: Path, limit: int) -> None:
+    """Copy an upload to target in chunks; TooLarge beyond limit bytes."""
     written = 0
     with target.open("wb") as out:
         while chunk := await upload.read(_CHUNK):
             written += len(chunk)
-            if written > MAX_PDF_BYTES:
-                raise TooLarge(f"a PDF report may have at most {MAX_PDF_BYTES} bytes")
+            if written > limit:
+                raise TooLarge(f"a PDF report may have at most {limit} bytes")
             out.write(chunk)
 
 
@@ -121,7 +121,7 @@ async def upload_report(
     """Upload a PDF report; on a study it also becomes an Encapsulated PDF instance there."""
     with tempfile.TemporaryDirectory(dir=hub.settings.data_dir) as tmp:
         path = Path(tmp) / "report.pdf"
-        await _save_upload(file, path)
+        await _save_upload(file, path, max_pdf_bytes(hub.settings))
         with bad_input():
             info = await run_in_threadpool(
                 lambda: add_pdf_report(

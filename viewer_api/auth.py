@@ -122,6 +122,9 @@ def current_principal(
         query_token = request.query_params.get("access_token")
         if query_token and query_token.startswith(SHARE_PREFIX):
             token = query_token
+            # Not a search key, and a secret: neither QIDO-RS nor the audit trail may see it.
+            kept = [(k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
+            _set_query(request, kept)
     if not token:
         raise AuthenticationFailed(
             "not authenticated: send an access token as 'Authorization: Bearer <token>' "
@@ -259,7 +262,12 @@ def _narrow_search(request: Request, allowed: list[str]) -> None:
         (k, v) for k, v in items if k not in _STUDY_UID_KEYS and k.upper() not in _STUDY_UID_KEYS
     ]
     kept.append(("StudyInstanceUID", ",".join(uids)))
-    request.scope["query_string"] = str(QueryParams(kept)).encode("latin-1")
+    _set_query(request, kept)
+
+
+def _set_query(request: Request, items: list[tuple[str, str]]) -> None:
+    """Replace the request's query string (what the route and the audit trail will read)."""
+    request.scope["query_string"] = str(QueryParams(items)).encode("latin-1")
     if hasattr(request, "_query_params"):
         del request._query_params
 

@@ -46,6 +46,7 @@ __all__ = [
     "patient_studies",
     "search_patients",
     "search_studies",
+    "studies_by_uid",
     "study_series",
 ]
 
@@ -246,6 +247,14 @@ def get_study(session: Session, study_uid: str) -> StudySummary:
     if row is None:
         raise NotFound(f"study {study_uid} is not in the hub")
     return _summary(row)
+
+
+def studies_by_uid(session: Session, study_uids: list[str]) -> list[StudySummary]:
+    """The studies of study_uids that the index holds instances of, newest first."""
+    if not study_uids:
+        return []
+    query = _study_select().where(Study.study_uid.in_(study_uids))
+    return [_summary(row) for row in session.execute(query.order_by(*_NEWEST, Study.id.desc()))]
 
 
 @dataclass(frozen=True, slots=True)

@@ -470,8 +470,10 @@ def list_referrals(
     to_specialty: Specialty | None = None,
     status: ReferralStatus | None = None,
     study_uid: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[ReferralInfo]:
-    """Referrals matching every given filter, newest first."""
+    """Referrals matching every given filter, newest first (a page of limit after offset)."""
     query = _referrals_select()
     if mrn is not None:
         query = query.where(PatientRecord.mrn == mrn)
@@ -482,7 +484,8 @@ def list_referrals(
     if study_uid is not None:
         linked = select(ReferralStudy.referral_id).where(ReferralStudy.study_uid == study_uid)
         query = query.where(Referral.id.in_(linked))
-    rows = session.execute(query.order_by(Referral.created_at.desc(), Referral.id.desc()))
+    query = query.order_by(Referral.created_at.desc(), Referral.id.desc())
+    rows = session.execute(query.limit(limit).offset(offset))
     return [ReferralInfo.of(row, patient_mrn) for row, patient_mrn in rows]
 
 

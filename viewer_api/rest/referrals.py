@@ -1,5 +1,6 @@
 """``/api/referrals``: send a patient to a specialty with a reason and the studies that go with
-it; the referred specialist finds the films and the reason in one place."""
+it; the referred specialist finds the films and the reason in one place: each referral listed
+or read carries a summary of its studies (date, description, modalities, patient)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
-from imaging_hub.catalog import patient_record_id
+from imaging_hub.catalog import patient_record_id, studies_by_uid
 from imaging_hub.db.models import ReferralStatus, Role, Specialty
 from imaging_hub.records import (
     MAX_TEXT,
@@ -21,9 +23,9 @@ from imaging_hub.records import (
 from viewer_api.audit import AuditContext
 from viewer_api.auth import CurrentUser, require_role
 from viewer_api.deps import HubDep, ReadSession
-from viewer_api.rest.schemas import Limit, Offset, ReferralItem, bad_input, page
+from viewer_api.rest.schemas import Limit, Offset, ReferralItem, StudyItem, bad_input, page
 
-__all__ = ["ReferralIn", "StatusIn", "router"]
+__all__ = ["ReferralIn", "ReferralWithStudies", "StatusIn", "router"]
 
 router = APIRouter(tags=["referrals"])
 
@@ -45,6 +47,18 @@ class StatusIn(BaseModel):
     """The new status of a referral."""
 
     status: Literal["accepted", "done"]
+
+
+class ReferralWithStudies(ReferralItem):
+    """A referral with a summary of each of its studies, newest first."""
+
+    studies: list[StudyItem]
+
+    @classmethod
+    def with_studies(cls, session: Session, info: ReferralInfo) -> ReferralWithStudies:
+        """The referral of info and the summaries of its studies."""
+        studies = studies_by_uid(session, list(info.study_uids))
+        return cls(**ReferralItem.of(info).model_dump(), studies=[StudyItem.of(s) for s in studies])
 
 
 def _audited(request: Request, info: ReferralInfo) -> ReferralInfo:
@@ -77,7 +91,7 @@ def refer(body: ReferralIn, request: Request, hub: HubDep, user: CurrentUser) ->
     return ReferralItem.of(_audited(request, info))
 
 
-@router.get("/referrals", response_model=list[ReferralItem], responses=_ERRORS)
+@router.get("/referrals", response_model=list[ReferralWithStudies], responses=_ERRORS)
 def search_referrals(
     session: ReadSession,
     request: Request,
@@ -87,18 +101,30 @@ def search_referrals(
     status: ReferralStatus | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
-) -> list[ReferralItem]:
+) -> list[ReferralWithStudies]:
     """Referrals, newest first: e.g. the open ones to my specialty, or a patient's."""
     patient = patient_record_id(session, mrn) if mrn else None
-    request.state.audit = AuditContext(patient_record_id=patient)
-    rows = list_referrals(session, mrn=mrn, to_specialty=to_specialty, status=status)
-    return [ReferralItem.of(r) for r in page(rows[offset : offset + limit + 1], limit, response)]
+    rows = list_referrals(
+        session,
+        mrn=mrn,
+        to_specialty=to_specialty,
+        status=status,
+        limit=limit + 1,
+        offset=offset,
+    )
+    shown = page(rows, limit, response)
+    request.state.audit = AuditContext(
+        study_uids=list(dict.fromkeys(uid for r in shown for uid in r.study_uids)),
+        patient_record_id=patient,
+    )
+    return [ReferralWithStudies.with_studies(session, r) for r in shown]
 
 
-@router.get("/referrals/{referral_id}", response_model=ReferralItem, responses={404: {}})
-def read_referral(referral_id: str, session: ReadSession, request: Request) -> ReferralItem:
+@router.get("/referrals/{referral_id}", response_model=ReferralWithStudies, responses={404: {}})
+def read_referral(referral_id: str, session: ReadSession, request: Request) -> ReferralWithStudies:
     """One referral with its studies."""
-    return ReferralItem.of(_audited(request, get_referral(session, referral_id)))
+    info = _audited(request, get_referral(session, referral_id))
+    return ReferralWithStudies.with_studies(session, info)
 
 
 @router.post(

@@ -68,10 +68,13 @@ def test_rendering_parameters_do_not_apply_to_application_dicom(hub, client, tmp
 
 def test_a_list_of_content_types_picks_the_first_offered(hub, client, tmp_path):
     (path,) = ingest(hub, tmp_path / "ct")
-    response = client.get("/wado", params=params(path, contentType="image/jpeg,application/dicom"))
+    response = client.get("/wado", params=params(path, contentType="image/gif,application/dicom"))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/dicom"
     assert response.content == path.read_bytes()
+    rendered = client.get("/wado", params=params(path, contentType="image/jpeg,application/dicom"))
+    assert rendered.status_code == 200, rendered.text
+    assert rendered.headers["content-type"] == "image/jpeg"
 
 
 @pytest.fixture

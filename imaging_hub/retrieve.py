@@ -30,6 +30,7 @@ from imaging_hub.db.models import Instance, Series, StoredFile, StoredFileState,
 from imaging_hub.dicom.json import bulk_uris
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import HubError, NotFound
+from imaging_hub.render.codecs import register_decoders
 
 log = structlog.get_logger(__name__)
 
@@ -191,6 +192,7 @@ def instance_metadata(
 
 def is_decodable(syntax: str) -> bool:
     """Tell whether pydicom can decode pixel data of a transfer syntax here."""
+    register_decoders()
     try:
         return bool(get_decoder(UID(syntax)).is_available)
     except (NotImplementedError, ValueError):
@@ -225,6 +227,7 @@ def _decompressed(path: Path, ds: Dataset) -> Dataset:
 
     NotAcceptable when none can; the SOP Instance UID stays (PS3.18 8.7.3).
     """
+    register_decoders()  # the hub's own plugins (12-bit JPEG Extended through GDCM)
     decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
     plugins = ["", *sorted(decoder.available_plugins)]
     for plugin in plugins:

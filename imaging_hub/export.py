@@ -26,7 +26,7 @@ from pathlib import Path
 import structlog
 from pydicom import dcmread
 from pydicom.fileset import FileSet
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
@@ -84,15 +84,25 @@ def export_files(
     *,
     series_uids: Iterable[str] = (),
 ) -> list[ExportFile]:
-    """The current stored file of every instance of the studies (or only of the series).
+    """The current stored file of every instance of the studies: of the given series only for
+    a study that some of them belong to, of the whole study otherwise.
 
-    NotFound names a study (or series) the index does not hold; TooLarge beyond
-    ``MAX_INSTANCES`` instances.
+    NotFound names a study the index does not hold or a series that is not in one of the
+    studies; TooLarge beyond ``MAX_INSTANCES`` instances.
     """
     studies = list(dict.fromkeys(validate_uid(u, what="StudyInstanceUID") for u in study_uids))
     series = list(dict.fromkeys(validate_uid(u, what="SeriesInstanceUID") for u in series_uids))
     if not studies:
         raise ValueError("a download needs at least one study")
+    found_series = session.execute(
+        select(Series.series_uid, Study.study_uid)
+        .join(Study, Study.id == Series.study_pk)
+        .where(Series.series_uid.in_(series), Study.study_uid.in_(studies))
+    )
+    parents = {series_uid: study_uid for series_uid, study_uid in found_series}
+    if missing_series := [u for u in series if u not in parents]:
+        raise NotFound(f"series {missing_series[0]} is not in the selected studies")
+    whole = [u for u in studies if u not in set(parents.values())]
     query = (
         select(
             Study.study_uid,
@@ -107,7 +117,7 @@ def export_files(
         .where(Study.study_uid.in_(studies))
     )
     if series:
-        query = query.where(Series.series_uid.in_(series))
+        query = query.where(or_(Series.series_uid.in_(series), Study.study_uid.in_(whole)))
     query = query.order_by(
         Study.sort_key.desc(),
         Study.id,
@@ -125,8 +135,6 @@ def export_files(
     found = {r.study_uid for r in rows}
     if missing := [u for u in studies if u not in found]:
         raise NotFound(f"study {missing[0]} is not in the hub")
-    if missing_series := [u for u in series if u not in {r.series_uid for r in rows}]:
-        raise NotFound(f"series {missing_series[0]} is not in the selected studies")
     return rows
 
 

@@ -1,0 +1,191 @@
+"""Study downloads: a streamed ZIP of the originals as received, plain or as DICOMDIR / PDI media.
+
+The acceptance test signs in as a clinician, lists and opens studies, downloads them and
+compares every file with the bytes that were sent; the same token may not write what radiology
+staff and admins write.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from io import BytesIO
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+
+from imaging_hub.auth import list_users
+from imaging_hub.records import ENCAPSULATED_PDF
+from tests.api.helpers import run_pending_jobs, sign_in
+from tests.api.test_records import PDF_BYTES, refused, upload
+from tests.api.test_stow import body, stow
+from tests.support import make_study
+
+
+def sources(tmp_path: Path) -> dict[str, bytes]:
+    """The bytes of every file the corpus sent, by SOP Instance UID (its file name)."""
+    return {p.stem: p.read_bytes() for p in (tmp_path / "corpus").rglob("*.dcm")}
+
+
+def fetch_zip(response) -> zipfile.ZipFile:
+    """The ZIP of a download answer, after checking its headers."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.headers["content-disposition"].startswith("attachment; filename=")
+    archive = zipfile.ZipFile(BytesIO(response.content))
+    assert archive.testzip() is None
+    return archive
+
+
+def study_files(client: TestClient, study_uid: str) -> dict[str, str]:
+    """The series UID of every instance of a study, by SOP Instance UID (from QIDO-RS)."""
+    found = client.get(f"/dicomweb/studies/{study_uid}/instances").json()
+    return {i["00080018"]["Value"][0]: i["0020000E"]["Value"][0] for i in found}
+
+
+def test_clinician_lists_opens_and_downloads_byte_identical_files(hub, anonymous, corpus, tmp_path):
+    clinician = sign_in(hub, "dr.house", "clinician", "orthopedic surgery")
+    anonymous.headers.update(clinician)  # from here on, every request is the clinician's
+    listed = anonymous.get("/api/studies", params={"patient_id": "P1"}, headers=clinician)
+    assert listed.status_code == 200, listed.text
+    assert [s["study_uid"] for s in listed.json()] == [corpus["A"], corpus["B"]]
+    detail = anonymous.get(f"/api/studies/{corpus['A']}", headers=clinician)
+    assert detail.status_code == 200
+    link = detail.json()["links"]["download"]
+
+    archive = fetch_zip(anonymous.get(link, headers=clinician))
+    sent = sources(tmp_path)
+    expected = {
+        f"{corpus['A']}/{series}/{sop}.dcm"
+        for sop, series in study_files(anonymous, corpus["A"]).items()
+    }
+    assert set(archive.namelist()) == expected and len(expected) == 4
+    for name in archive.namelist():
+        assert archive.read(name) == sent[Path(name).stem], name
+    assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
+
+    # The same token may not do what radiology staff and admins do, and nothing changes.
+    [extra] = make_study(tmp_path / "stow", PatientID="P1")
+    refused(stow(anonymous, body(extra.read_bytes()), **clinician), 403, "radiology")
+    new_user = {"username": "mallory", "password": "long-enough-password", "role": "admin"}
+    refused(anonymous.post("/api/admin/users", json=new_user, headers=clinician), 403, "admin")
+    refused(anonymous.post("/api/admin/jobs/retry", json={}, headers=clinician), 403, "admin")
+    refused(anonymous.get("/api/admin/users", headers=clinician), 403, "admin")
+    assert len(study_files(anonymous, corpus["A"])) == 4
+    assert "mallory" not in {u.username for u in list_users(hub.db)}
+
+
+def extract(archive: zipfile.ZipFile, target: Path) -> Path:
+    """Unpack archive into target (as a CD would be) and return it."""
+    archive.extractall(target)
+    return target
+
+
+def check_media(root: Path, sent: dict[str, bytes], sops: set[str]) -> None:
+    """The DICOMDIR of root is readable and references exactly the files of sops, as sent."""
+    dicomdir = dcmread(root / "DICOMDIR")
+    assert dicomdir.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+    fileset = FileSet(dicomdir)
+    referenced = {}
+    for instance in fileset:
+        path = Path(instance.path)
+        assert path.is_file(), path
+        referenced[instance.SOPInstanceUID] = path
+    assert set(referenced) == sops
+    for sop, path in referenced.items():
+        assert path.read_bytes() == sent[sop], sop
+    on_media = {p for p in root.rglob("*") if p.is_file()} - {
+        root / "DICOMDIR",
+        root / "README.TXT",
+    }
+    assert on_media == set(referenced.values()), "every file is referenced"
+    # dcmtk reads it too.
+    dump = subprocess.run(["dcmdump", "-q", str(root / "DICOMDIR")], capture_output=True, text=True)
+    assert dump.returncode == 0, dump.stderr
+    assert dump.stdout.count("ReferencedSOPInstanceUIDInFile") == len(sops)
+
+
+def test_dicomdir_layout_is_readable_media_referencing_every_file(client, corpus, tmp_path):
+    response = client.get(f"/api/studies/{corpus['A']}/download", params={"layout": "dicomdir"})
+    archive = fetch_zip(response)
+    assert "DICOMDIR" in archive.namelist() and "README.TXT" not in archive.namelist()
+    names = [n for n in archive.namelist() if n != "DICOMDIR"]
+    assert all(n.count("/") == 3 and len(n.split("/")[-1]) <= 8 for n in names), names
+    root = extract(archive, tmp_path / "cd")
+    check_media(root, sources(tmp_path), set(study_files(client, corpus["A"])))
+
+
+def test_pdi_layout_has_a_readme_and_a_dicomdir(client, corpus, tmp_path):
+    response = client.post(
+        "/api/downloads", json={"study_uids": [corpus["A"], corpus["D"]], "layout": "pdi"}
+    )
+    archive = fetch_zip(response)
+    readme = archive.read("README.TXT").decode("ascii")
+    assert "5 instances, 2 studies" in readme and "\r\n" in readme
+    root = extract(archive, tmp_path / "pdi")
+    sops = set(study_files(client, corpus["A"])) | set(study_files(client, corpus["D"]))
+    check_media(root, sources(tmp_path), sops)
+
+
+def test_a_pdf_report_goes_onto_the_media_too(hub, client, corpus, tmp_path):
+    report = upload(client, title="Report", study_uid=corpus["C"])
+    assert report.status_code == 201, report.text
+    run_pending_jobs(hub)
+    response = client.get(f"/api/studies/{corpus['C']}/download", params={"layout": "dicomdir"})
+    root = extract(fetch_zip(response), tmp_path / "cd")
+    fileset = FileSet(dcmread(root / "DICOMDIR"))
+    [doc] = fileset.find(SOPClassUID=ENCAPSULATED_PDF)
+    assert doc.SOPInstanceUID == report.json()["sop_instance_uid"]
+    assert PDF_BYTES in Path(doc.path).read_bytes()
+    assert len(fileset) == 2
+
+
+def test_a_selection_of_studies_and_series_in_one_zip(client, corpus, tmp_path):
+    files_a = study_files(client, corpus["A"])
+    mr_series = next(iter(set(files_a.values())))
+    selection = {
+        "study_uids": [corpus["A"], corpus["C"], corpus["A"]],
+        "series_uids": [mr_series],
+    }
+    archive = fetch_zip(client.post("/api/downloads", json=selection))
+    sent = sources(tmp_path)
+    # Study A: only the series asked for; study C, with no series named: all of it.
+    expected = {
+        f"{corpus['A']}/{mr_series}/{sop}.dcm" for sop, s in files_a.items() if s == mr_series
+    }
+    expected |= {
+        f"{corpus['C']}/{s}/{sop}.dcm" for sop, s in study_files(client, corpus["C"]).items()
+    }
+    assert set(archive.namelist()) == expected and len(expected) == 3
+    for name in archive.namelist():
+        assert archive.read(name) == sent[Path(name).stem]
+    # The series filter of a single study download.
+    one = client.get(f"/api/studies/{corpus['A']}/download", params={"series": mr_series})
+    assert len(fetch_zip(one).namelist()) == 2
+
+
+def test_download_refusals(client, corpus):
+    refused(client.get("/api/studies/1.2.3.4.5/download"), 404, "not in the hub")
+    refused(client.get("/api/studies/not-a-uid/download"), 400, "not a valid UID")
+    other = client.get(f"/api/studies/{corpus['A']}/download", params={"series": "1.2.3"})
+    refused(other, 404, "series 1.2.3")
+    # A series of another study than those selected.
+    files_c = study_files(client, corpus["C"])
+    foreign = {"study_uids": [corpus["A"]], "series_uids": list(files_c.values())}
+    refused(client.post("/api/downloads", json=foreign), 404, "not in the selected studies")
+    assert (
+        client.get(f"/api/studies/{corpus['A']}/download", params={"layout": "iso"}).status_code
+        == 422
+    )
+    assert client.post("/api/downloads", json={"study_uids": []}).status_code == 422
+    assert client.post("/api/downloads", json={}).status_code == 422
+    refused(client.post("/api/downloads", json={"study_uids": ["1.2.x"]}), 400, "not a valid UID")
+    refused(client.post("/api/downloads", json={"study_uids": ["1.2.3.4"]}), 404, "1.2.3.4")
+
+
+def test_downloads_need_a_token(anonymous, corpus):
+    assert anonymous.get(f"/api/studies/{corpus['A']}/download").status_code == 401
+    assert anonymous.post("/api/downloads", json={"study_uids": [corpus["A"]]}).status_code == 401

@@ -28,7 +28,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_scp.access import Access, handle_requested
 from dicom_scp.find import FIND_MODELS, handle_find
-from dicom_scp.handlers import handle_echo, handle_store
+from dicom_scp.handlers import handle_conn_close, handle_echo, handle_store
+from dicom_scp.transport import serve
 from imaging_hub.config import Settings, UnknownAetPolicy
 from imaging_hub.hub import Hub
 
@@ -123,13 +124,13 @@ def start(hub: Hub, *, block: bool = True) -> ThreadedAssociationServer | None:
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [hub, access]),
         (evt.EVT_C_FIND, handle_find, [hub, access]),
+        (evt.EVT_CONN_CLOSE, handle_conn_close, [hub]),
     ]
     log.info(
         "scp_listening",
         aet=settings.dicom_aet,
         host=settings.dicom_host,
         port=settings.dicom_port,
+        tls=settings.dicom_tls,
     )
-    return ae.start_server(
-        (settings.dicom_host, settings.dicom_port), block=block, evt_handlers=handlers
-    )
+    return serve(ae, settings, handlers, block=block)

@@ -8,6 +8,7 @@ from imaging_hub.errors import (
     DuplicateRejected,
     InvalidDicom,
     InvalidUid,
+    SopClassMismatch,
     StorageFull,
     TooLarge,
 )
@@ -41,6 +42,7 @@ STORE_STATUS: list[tuple[type[Exception], int]] = [
     (StorageFull, OUT_OF_RESOURCES),
     (TooLarge, OUT_OF_RESOURCES),
     (DuplicateRejected, DATASET_MISMATCH),
+    (SopClassMismatch, DATASET_MISMATCH),
     (InvalidDicom, CANNOT_UNDERSTAND),
 ]
 

@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,8 +50,12 @@ class UnknownAetPolicy(StrEnum):
 class DuplicatePolicy(StrEnum):
     """What happens when an instance arrives again with different bytes under the same UID."""
 
+    #: Store it as a new version; the index shows the newest, older files and rows are kept.
     NEWEST = "newest"
+    #: Refuse it (a failure status) and keep it in quarantine.
     REJECT = "reject"
+    #: Answer success but keep only the first version; the new bytes go to quarantine.
+    KEEP_FIRST = "keep-first"
 
 
 class NodeService(StrEnum):
@@ -117,6 +128,12 @@ class Settings(BaseSettings):
     dicom_max_pdu: int = Field(default=0, ge=0)
     dicom_idle_timeout: float = Field(default=60.0, gt=0)
     dicom_max_associations: int = Field(default=32, ge=1)
+    #: DICOM TLS (PS3.15 B.1): the receiver's certificate chain and private key (PEM); with
+    #: both set the receiver speaks TLS only. With a CA file, peers must show a certificate
+    #: that it signed.
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -152,6 +169,20 @@ class Settings(BaseSettings):
     _validate_secret = field_validator("auth_jwt_secret")(
         classmethod(lambda cls, v: _check_jwt_secret(v))
     )
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        """A TLS certificate needs its key, and a CA for peers needs the receiver's own pair."""
+        if (self.dicom_tls_cert is None) != (self.dicom_tls_key is None):
+            raise ValueError("dicom_tls_cert and dicom_tls_key must be set together")
+        if self.dicom_tls_ca is not None and self.dicom_tls_cert is None:
+            raise ValueError("dicom_tls_ca needs dicom_tls_cert and dicom_tls_key")
+        return self
+
+    @property
+    def dicom_tls(self) -> bool:
+        """True when the DICOM receiver speaks TLS."""
+        return self.dicom_tls_cert is not None
 
     @field_validator("database_url", "broker_url")
     @classmethod
@@ -220,7 +251,10 @@ def _describe(error: ValidationError, from_file: set[str]) -> str:
     """Render a validation error so that each line names the setting as the user wrote it."""
     lines = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        if not item["loc"]:  # a check across settings names them in its message
+            lines.append(item["msg"])
+            continue
+        field = str(item["loc"][0])
         env_name = f"HUB_{field.upper()}"
         # The environment wins over the file, so a bad value set in both came from the former.
         where = (

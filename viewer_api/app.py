@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from imaging_hub.auth import TokenIssuer
 from imaging_hub.config import Settings
 from imaging_hub.hub import Hub
-from viewer_api import health
+from viewer_api import health, metrics
 from viewer_api.audit import AuditMiddleware
 from viewer_api.auth import AUTHENTICATED, install_route_templates
 from viewer_api.dicomweb import qido, rendered, stow, wado, wado_uri
@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Imaging Hub", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)  # public, like /healthz: counts only, no patient data
     app.include_router(auth.router, prefix="/api")  # token and refresh are public; me is not
     for router, prefix in PROTECTED_ROUTERS:
         app.include_router(router, prefix=prefix, dependencies=AUTHENTICATED)

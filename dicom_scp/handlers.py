@@ -2,13 +2,17 @@
 
 Allowed statuses (PS3.4):
 - C-ECHO: 0x0000 Success.
-- C-STORE: 0x0000 Success (bytes fsync'd and the index job committed); 0x0124 Refused: Not
-  Authorized (a known node without the ``store`` service, or an unknown AE when the policy lets
-  unknown AEs do nothing but C-ECHO; nothing is stored); 0xA700 Out of Resources
-  (disk below the floor, or instance too large); 0xA900 Data Set does not match SOP Class
-  (a different version of an instance the duplicate policy refuses); 0xC000 Cannot understand
-  (undecodable data, missing or mismatched UIDs); 0x0110 Processing failure (unexpected error).
-Handlers never raise to the peer.
+- C-STORE: 0x0000 Success (bytes fsync'd and the index job committed; with the duplicate
+  policy ``keep-first``, other bytes under a stored UID fsync'd in quarantine instead);
+  0x0124 Refused: Not Authorized (a known node without the ``store`` service, or an unknown AE
+  when the policy lets unknown AEs do nothing but C-ECHO; nothing is stored); 0xA700 Out of
+  Resources (disk below the floor or full, or instance too large); 0xA900 Data Set does not
+  match SOP Class (the dataset's SOP Class is not the announced or negotiated one, or a
+  different version of an instance the duplicate policy refuses); 0xC000 Cannot understand
+  (undecodable data, missing, malformed or mismatched UIDs); 0x0110 Processing failure
+  (unexpected error). Handlers never raise to the peer.
+- A dataset cut off by an abort or a dropped connection gets no status (there is no peer to
+  answer); its partial bytes are quarantined with the reason when the connection closes.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from imaging_hub.config import NodeService
 from imaging_hub.errors import HubError
 from imaging_hub.hub import Hub
 from imaging_hub.ingest import store_instance
+from imaging_hub.storage.quarantine import quarantine_file
 
-__all__ = ["handle_echo", "handle_store"]
+__all__ = ["handle_conn_close", "handle_echo", "handle_store"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +57,7 @@ def handle_store(event: Event, hub: Hub, access: Access | None = None) -> int | 
             source_detail=calling,
             expected_sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             expected_sop_class_uid=str(request.AffectedSOPClassUID or ""),
+            negotiated_sop_class_uid=str(event.context.abstract_syntax or ""),
         )
     except Exception as exc:  # every error becomes a status; nothing raises to the peer
         if isinstance(exc, HubError):
@@ -60,3 +66,29 @@ def handle_store(event: Event, hub: Hub, access: Access | None = None) -> int | 
             log.exception("store_failed", calling_aet=calling)
         return store_failure(exc)
     return SUCCESS
+
+
+def handle_conn_close(event: Event, hub: Hub) -> None:
+    """EVT_CONN_CLOSE: quarantine a C-STORE dataset the connection ended in the middle of."""
+    # pynetdicom spools a C-STORE dataset to a temp file while its fragments arrive; a message
+    # still being decoded when the connection closes was cut off (abort, drop or idle timeout).
+    message = getattr(event.assoc.dimse, "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    path = Path(partial.name)
+    try:
+        partial.close()
+        message._data_set_file = None  # type: ignore[union-attr]
+        calling = event.assoc.requestor.ae_title
+        quarantine_file(
+            hub.settings.quarantine_dir,
+            path,
+            reason="the connection ended in the middle of a C-STORE dataset (truncated)",
+            detail={"source": "dimse", "source_detail": calling},
+        )
+        log.warning("instance_truncated", calling_aet=calling, bytes=path.stat().st_size)
+    except Exception:  # nothing raises out of a handler
+        log.exception("truncated_dataset_not_kept")
+    finally:
+        path.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidUid",
     "NotFound",
     "PermissionDenied",
+    "SopClassMismatch",
     "StorageFull",
     "TooLarge",
 ]
@@ -33,6 +34,10 @@ class InvalidDicom(HubError):
 
 class InvalidUid(InvalidDicom):
     """A UID does not follow PS3.5 9.1 (digits and dots, at most 64 characters)."""
+
+
+class SopClassMismatch(InvalidDicom):
+    """The dataset's SOP Class is not the one the sender announced or negotiated."""
 
 
 class DuplicateRejected(HubError):

@@ -125,7 +125,7 @@ def _import_one(hub: Hub, item: ImportItem, path: Path, summary: ImportSummary) 
     except HubError as exc:
         summary.rejected.append((item.label, str(exc)))
         return
-    if result.status == IngestStatus.DUPLICATE:
+    if result.status in (IngestStatus.DUPLICATE, IngestStatus.KEPT_FIRST):
         summary.duplicates += 1
     else:
         summary.stored += 1

@@ -7,12 +7,14 @@ Rejected input is copied to the quarantine folder with the reason.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import structlog
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -20,7 +22,13 @@ from sqlalchemy.orm import Session
 from imaging_hub.config import DuplicatePolicy
 from imaging_hub.db.models import StoredFile, StoredFileState
 from imaging_hub.dicom.uids import validate_uid
-from imaging_hub.errors import DuplicateRejected, InvalidDicom, StorageFull, TooLarge
+from imaging_hub.errors import (
+    DuplicateRejected,
+    InvalidDicom,
+    SopClassMismatch,
+    StorageFull,
+    TooLarge,
+)
 from imaging_hub.hub import Hub
 from imaging_hub.jobs import enqueue
 from imaging_hub.storage.base import object_key
@@ -38,6 +46,8 @@ class IngestStatus(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     NEW_VERSION = "new-version"
+    #: Other bytes under a stored UID, with the policy keep-first: quarantined, not stored.
+    KEPT_FIRST = "kept-first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +84,15 @@ def _read_header(path: Path) -> _Header:
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is None:
         raise InvalidDicom("the file meta information has no Transfer Syntax UID")
+    if "SOPClassUID" not in ds and "SOPInstanceUID" not in ds:
+        # pydicom reads garbage leniently; a dataset with neither UID was not DICOM data.
+        raise InvalidDicom("undecodable DICOM data: no SOP Class UID and no SOP Instance UID")
     try:
         return _Header(
-            sop_instance_uid=validate_uid(ds.get("SOPInstanceUID"), what="SOPInstanceUID"),
-            sop_class_uid=validate_uid(ds.get("SOPClassUID"), what="SOPClassUID"),
-            study_uid=validate_uid(ds.get("StudyInstanceUID"), what="StudyInstanceUID"),
-            series_uid=validate_uid(ds.get("SeriesInstanceUID"), what="SeriesInstanceUID"),
+            sop_instance_uid=_required_uid(ds, "SOPInstanceUID"),
+            sop_class_uid=_required_uid(ds, "SOPClassUID"),
+            study_uid=_required_uid(ds, "StudyInstanceUID"),
+            series_uid=_required_uid(ds, "SeriesInstanceUID"),
             transfer_syntax_uid=validate_uid(ts, what="TransferSyntaxUID"),
         )
     except InvalidDicom:
@@ -88,20 +101,32 @@ def _read_header(path: Path) -> _Header:
         raise InvalidDicom(f"cannot read the instance's UIDs: {exc}") from exc
 
 
+def _required_uid(ds: Dataset, keyword: str) -> str:
+    """A UID the store relies on: present, not empty, and valid (PS3.5 9.1)."""
+    value = ds.get(keyword)
+    if value is None or (isinstance(value, str) and not value.strip("\x00 ")):
+        raise InvalidDicom(f"{keyword} is missing")
+    return validate_uid(value, what=keyword)
+
+
 def _check_expected(
-    header: _Header, sop_instance_uid: str | None, sop_class_uid: str | None
+    header: _Header, sop_instance_uid: str | None, sop_class_uids: list[str | None]
 ) -> None:
-    """The dataset must be the instance the command announced (PS3.4 B.2.3)."""
+    """The dataset must be the instance the command announced, of the negotiated SOP Class.
+
+    PS3.4 B.2.3: a dataset whose SOP Class differs is "Data Set does not match SOP Class".
+    """
     if sop_instance_uid is not None and header.sop_instance_uid != sop_instance_uid.strip("\x00 "):
         raise InvalidDicom(
-            f"dataset SOPInstanceUID {header.sop_instance_uid} does not match the "
-            f"announced {sop_instance_uid}"
+            "dataset SOPInstanceUID does not match the announced one: "
+            f"{header.sop_instance_uid} is not {sop_instance_uid}"
         )
-    if sop_class_uid is not None and header.sop_class_uid != sop_class_uid.strip("\x00 "):
-        raise InvalidDicom(
-            f"dataset SOPClassUID {header.sop_class_uid} does not match the "
-            f"announced {sop_class_uid}"
-        )
+    for expected in sop_class_uids:
+        if expected is not None and header.sop_class_uid != expected.strip("\x00 "):
+            raise SopClassMismatch(
+                "dataset SOPClassUID does not match the announced or negotiated: "
+                f"{header.sop_class_uid} is not {expected}"
+            )
 
 
 def store_instance(
@@ -112,11 +137,13 @@ def store_instance(
     source_detail: str | None = None,
     expected_sop_instance_uid: str | None = None,
     expected_sop_class_uid: str | None = None,
+    negotiated_sop_class_uid: str | None = None,
 ) -> IngestResult:
     """Store a received Part 10 file durably and queue its indexing; idempotent for equal bytes.
 
     Raises InvalidDicom, DuplicateRejected, TooLarge or StorageFull; nothing stored is altered
-    then, and rejected input (except oversized input) is quarantined with the reason.
+    then, and rejected input (except oversized input) is quarantined with the reason. Other
+    bytes under a stored UID follow ``settings.ingest_duplicates`` (see DuplicatePolicy).
     """
     settings = hub.settings
     detail = {"source": source, "source_detail": source_detail}
@@ -127,8 +154,14 @@ def store_instance(
         if hub.store.free_bytes() - size < settings.storage_min_free_bytes:
             raise StorageFull("free disk space is below the configured floor")
         header = _read_header(path)
-        _check_expected(header, expected_sop_instance_uid, expected_sop_class_uid)
-        return _store(hub, path, header, source=source, source_detail=source_detail)
+        expected_classes = [expected_sop_class_uid, negotiated_sop_class_uid]
+        _check_expected(header, expected_sop_instance_uid, expected_classes)
+        result = _store(hub, path, header, source=source, source_detail=source_detail)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.warning("instance_rejected", reason="StorageFull", source=source)
+            raise StorageFull("no space left in storage; nothing was kept") from exc
+        raise
     except (InvalidDicom, DuplicateRejected) as exc:
         quarantine_file(settings.quarantine_dir, path, reason=str(exc), detail=detail)
         log.warning("instance_rejected", reason=type(exc).__name__, source=source)
@@ -137,6 +170,13 @@ def store_instance(
         quarantine_file(settings.quarantine_dir, None, reason=str(exc), detail=detail)
         log.warning("instance_rejected", reason="TooLarge", source=source)
         raise
+    if result.status == IngestStatus.KEPT_FIRST:
+        reason = f"SOP Instance {result.sop_instance_uid} is already stored with other content"
+        quarantine_file(
+            settings.quarantine_dir, path, reason=f"{reason}; kept the first", detail=detail
+        )
+        log.warning("instance_not_kept", reason="KeptFirst", source=source)
+    return result
 
 
 def _versions(session: Session, uid: str) -> list[tuple[int, str]]:
@@ -161,14 +201,16 @@ def _store(
 ) -> IngestResult:
     sha, size = hash_file(path)
     uid = header.sop_instance_uid
-    reject = hub.settings.ingest_duplicates == DuplicatePolicy.REJECT
+    policy = hub.settings.ingest_duplicates
     with hub.db.read() as s:
         versions = _versions(s, uid)
     same = next((vid for vid, vsha in versions if vsha == sha), None)
     if same is not None:
         return _result(IngestStatus.DUPLICATE, header, same, size)
-    if versions and reject:
-        raise DuplicateRejected(f"SOP Instance {uid} is already stored with other content")
+    if versions:
+        outcome = _other_version(policy, uid, header, versions, size)
+        if outcome is not None:
+            return outcome
 
     key = object_key(header.study_uid, header.series_uid, uid, sha)
     hub.store.put_file(key, path, expected_sha256=sha)
@@ -178,10 +220,12 @@ def _store(
         same = next((vid for vid, vsha in versions if vsha == sha), None)
         if same is not None:  # the same bytes arrived on another association meanwhile
             return _result(IngestStatus.DUPLICATE, header, same, size)
-        if versions and reject:
+        if versions:
             # Another version won the race. The file just written stays unreferenced under its
             # content-derived key (a later identical copy reuses it); no stored row changes.
-            raise DuplicateRejected(f"SOP Instance {uid} is already stored with other content")
+            outcome = _other_version(policy, uid, header, versions, size)
+            if outcome is not None:
+                return outcome
         row = StoredFile(
             sop_instance_uid=uid,
             sop_class_uid=header.sop_class_uid,
@@ -208,6 +252,21 @@ def _store(
     status = IngestStatus.NEW_VERSION if versions else IngestStatus.STORED
     log.info("instance_stored", sop_instance_uid=uid, bytes=size, source=source, status=str(status))
     return _result(status, header, row_id, size)
+
+
+def _other_version(
+    policy: DuplicatePolicy,
+    uid: str,
+    header: _Header,
+    versions: list[tuple[int, str]],
+    size: int,
+) -> IngestResult | None:
+    """Apply the duplicate policy to other bytes under a stored UID; None means store them."""
+    if policy == DuplicatePolicy.REJECT:
+        raise DuplicateRejected(f"SOP Instance {uid} is already stored with other content")
+    if policy == DuplicatePolicy.KEEP_FIRST:
+        return _result(IngestStatus.KEPT_FIRST, header, min(vid for vid, _ in versions), size)
+    return None
 
 
 def _result(status: IngestStatus, header: _Header, stored_file_id: int, size: int) -> IngestResult:

@@ -1,0 +1,96 @@
+"""The receiver's listening socket: idle timeouts on every connection, and optional DICOM TLS.
+
+pynetdicom's own server reads a started PDU without a timeout and does the TLS handshake in
+its accepting thread, so one silent peer could hold an association forever or stop every new
+connection. Here each accepted socket gets the idle timeout, and the TLS handshake happens
+in the connection's own thread (OpenSSL performs it on the first read), under that timeout.
+DICOM TLS follows PS3.15 B.1 (BCP 195): TLS 1.2 or newer, optionally with client certificates.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from typing import Any, cast
+
+import structlog
+from pynetdicom import AE
+from pynetdicom.transport import ThreadedAssociationServer
+
+from imaging_hub.config import Settings
+from imaging_hub.errors import ConfigError
+
+__all__ = ["HubAssociationServer", "serve", "tls_context"]
+
+log = structlog.get_logger(__name__)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context from the settings, or None when TLS is off."""
+    if settings.dicom_tls_cert is None or settings.dicom_tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.dicom_tls_cert, settings.dicom_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"HUB_DICOM_TLS_CERT / HUB_DICOM_TLS_KEY cannot be used: {exc}") from exc
+    if settings.dicom_tls_ca is not None:
+        try:
+            context.load_verify_locations(cafile=settings.dicom_tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"HUB_DICOM_TLS_CA cannot be used: {exc}") from exc
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class HubAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with per-connection timeouts and a deferred TLS handshake."""
+
+    def __init__(self, *args: Any, idle_timeout: float, **kwargs: Any) -> None:
+        self.idle_timeout = idle_timeout
+        super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection; never block this (accepting) thread on the peer."""
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        client.settimeout(self.idle_timeout)
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a connection's failure (e.g. a refused TLS handshake) without a traceback."""
+        log.info("connection_failed", address=str(client_address[0]))
+
+
+def serve(
+    ae: AE,
+    settings: Settings,
+    handlers: list[Any],
+    *,
+    block: bool,
+) -> HubAssociationServer | None:
+    """Start the receiver like ``AE.start_server``, on HubAssociationServer."""
+    made = ae.make_server(
+        (settings.dicom_host, settings.dicom_port),
+        evt_handlers=handlers,
+        ssl_context=tls_context(settings),
+        server_class=HubAssociationServer,
+        idle_timeout=settings.dicom_idle_timeout,
+    )
+    server = cast(HubAssociationServer, made)
+    ae._servers.append(server)  # AssociationServer.shutdown() removes it from this list
+    if block:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.shutdown()
+        return None
+    thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
+    thread.start()
+    return server

@@ -171,7 +171,7 @@ def store_instance(
         log.warning("instance_rejected", reason="TooLarge", source=source)
         raise
     if result.status == IngestStatus.KEPT_FIRST:
-        reason = f"SOP Instance {result.sop_instance_uid} is already stored with other content"
+        reason = f"already stored with other content: SOP Instance {result.sop_instance_uid}"
         quarantine_file(
             settings.quarantine_dir, path, reason=f"{reason}; kept the first", detail=detail
         )
@@ -263,7 +263,7 @@ def _other_version(
 ) -> IngestResult | None:
     """Apply the duplicate policy to other bytes under a stored UID; None means store them."""
     if policy == DuplicatePolicy.REJECT:
-        raise DuplicateRejected(f"SOP Instance {uid} is already stored with other content")
+        raise DuplicateRejected(f"already stored with other content: SOP Instance {uid}")
     if policy == DuplicatePolicy.KEEP_FIRST:
         return _result(IngestStatus.KEPT_FIRST, header, min(vid for vid, _ in versions), size)
     return None

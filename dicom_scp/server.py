@@ -1,4 +1,5 @@
-"""The DICOM node: a pynetdicom AE for C-ECHO, C-STORE (every storage class and syntax), C-FIND."""
+"""The DICOM node: a pynetdicom AE for C-ECHO, C-STORE (every storage class and syntax), C-FIND,
+C-MOVE and C-GET."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_scp.access import Access, handle_requested
 from dicom_scp.find import FIND_MODELS, handle_find
+from dicom_scp.get import GET_MODELS, handle_get
 from dicom_scp.handlers import handle_conn_close, handle_echo, handle_store
+from dicom_scp.move import MOVE_MODELS, handle_move
+from dicom_scp.retrieve import install_retrieve_service
 from dicom_scp.transport import serve
 from imaging_hub.config import Settings, UnknownAetPolicy
 from imaging_hub.hub import Hub
@@ -47,8 +51,11 @@ QUERY_TRANSFER_SYNTAXES = [
 
 
 def configure_pynetdicom(settings: Settings) -> None:
-    """Process-wide pynetdicom options: receive to disk, and never log identifiers (PHI)."""
+    """Process-wide pynetdicom options: receive and send from disk, never log identifiers (PHI)."""
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # C-MOVE/C-GET sub-operations send a stored file's dataset as it is on disk, byte for byte.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    install_retrieve_service()
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
@@ -107,9 +114,14 @@ def build_ae(settings: Settings) -> AE:
         ae.require_calling_aet = [n.aet for n in settings.dicom_nodes] or ["\x00"]
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        # Role selection accepted either way: a C-GET peer is the Storage SCP of its contexts.
+        ae.add_supported_context(
+            context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+        )
     for find_model in FIND_MODELS:
         ae.add_supported_context(find_model, QUERY_TRANSFER_SYNTAXES)
+    for retrieve_model in [*MOVE_MODELS, *GET_MODELS]:
+        ae.add_supported_context(retrieve_model, QUERY_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -124,6 +136,8 @@ def start(hub: Hub, *, block: bool = True) -> ThreadedAssociationServer | None:
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [hub, access]),
         (evt.EVT_C_FIND, handle_find, [hub, access]),
+        (evt.EVT_C_MOVE, handle_move, [hub, access]),
+        (evt.EVT_C_GET, handle_get, [hub, access]),
         (evt.EVT_CONN_CLOSE, handle_conn_close, [hub]),
     ]
     log.info(

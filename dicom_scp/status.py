@@ -1,4 +1,4 @@
-"""Core errors -> C-STORE and C-FIND failure statuses (PS3.4 B.2.3, C.4.1.1.4), in tables."""
+"""Core errors -> C-STORE, C-FIND, C-MOVE and C-GET failure statuses (PS3.4 B.2.3, C.4)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,23 @@ from imaging_hub.errors import (
     TooLarge,
 )
 from imaging_hub.qr import IdentifierMismatch
+from imaging_hub.retrieve_dimse import TooManyMatches
 
 __all__ = [
     "CANCEL",
     "FIND_STATUS",
+    "MOVE_DESTINATION_UNKNOWN",
     "NOT_AUTHORIZED",
     "PENDING",
+    "RETRIEVE_STATUS",
     "STORE_STATUS",
+    "SUBOPERATIONS_FAILED",
+    "SUBOPERATIONS_WARNING",
     "SUCCESS",
+    "TOO_MANY_MATCHES",
     "UNABLE_TO_PROCESS",
     "find_failure",
+    "retrieve_failure",
     "status_dataset",
     "store_failure",
 ]
@@ -89,3 +96,31 @@ def find_failure(error: Exception) -> Dataset:
         if isinstance(error, kind):
             return status_dataset(status, str(error))
     return status_dataset(FIND_INTERNAL_ERROR, "internal error while searching")
+
+
+#: C-MOVE/C-GET: Warning, sub-operations complete, one or more failures or warnings.
+SUBOPERATIONS_WARNING = 0xB000
+#: C-MOVE/C-GET: Failure, unable to perform sub-operations (all of them failed).
+SUBOPERATIONS_FAILED = 0xA702
+#: C-MOVE/C-GET: Refused, out of resources, unable to calculate the number of matches.
+TOO_MANY_MATCHES = 0xA701
+#: C-MOVE: Refused, Move Destination unknown.
+MOVE_DESTINATION_UNKNOWN = 0xA801
+#: C-MOVE/C-GET: an unexpected error in the hub.
+RETRIEVE_INTERNAL_ERROR = 0xC001
+
+#: Checked in order; the first class the error is an instance of decides the retrieve status.
+RETRIEVE_STATUS: list[tuple[type[Exception], int]] = [
+    (TooManyMatches, TOO_MANY_MATCHES),
+    (IdentifierMismatch, DATASET_MISMATCH),
+    (ValueError, FIND_UNABLE_TO_PROCESS),
+    (InvalidUid, FIND_UNABLE_TO_PROCESS),
+]
+
+
+def retrieve_failure(error: Exception) -> tuple[int, str]:
+    """The C-MOVE/C-GET status and Error Comment for an error raised while resolving a retrieve."""
+    for kind, status in RETRIEVE_STATUS:
+        if isinstance(error, kind):
+            return status, str(error)
+    return RETRIEVE_INTERNAL_ERROR, "internal error while retrieving"

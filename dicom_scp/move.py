@@ -1,0 +1,130 @@
+"""C-MOVE SCP: instances named by the index sent, as stored, to a known move destination.
+
+Allowed statuses (PS3.4 C.4.2.1.5), besides the sub-operation replies of ``dicom_scp.retrieve``
+(0xFF00 Pending with counts; final 0x0000, 0xB000, 0xA702 or 0xFE00):
+- 0x0124 Refused: Not Authorized: the calling AE may not retrieve (an unknown AE never may).
+- 0xA801 Refused: Move Destination unknown: not a known node with the ``move-destination``
+  service and a host and port.
+- 0xA900 Identifier does not match SOP Class: bad QueryRetrieveLevel, a missing unique key.
+- 0xC000 Unable to process: a malformed UID. 0xA701: more than 65535 instances.
+- 0xC001: an unexpected error in the hub (logged, without PHI).
+A destination that cannot be reached fails every sub-operation (0xA702 with the counts).
+Every C-MOVE writes an audit event (instances transferred) per study, or one when refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import structlog
+from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from dicom_scp.access import Access
+from dicom_scp.retrieve import (
+    Counts,
+    Reply,
+    audit_retrieve,
+    final_reply,
+    hub_retrieve_handler,
+    run_suboperations,
+)
+from dicom_scp.status import MOVE_DESTINATION_UNKNOWN, NOT_AUTHORIZED, retrieve_failure
+from imaging_hub.config import DicomNode, NodeService
+from imaging_hub.hub import Hub
+from imaging_hub.qr import Model
+from imaging_hub.retrieve_dimse import (
+    RetrieveSet,
+    parse_retrieve_identifier,
+    proposed_contexts,
+    resolve,
+)
+
+__all__ = ["MOVE_MODELS", "handle_move", "move_destination"]
+
+log = structlog.get_logger(__name__)
+
+#: The Query/Retrieve MOVE SOP classes served, and the core's model of each.
+MOVE_MODELS = {
+    str(PatientRootQueryRetrieveInformationModelMove): Model.PATIENT_ROOT,
+    str(StudyRootQueryRetrieveInformationModelMove): Model.STUDY_ROOT,
+}
+
+
+def move_destination(access: Access, aet: str) -> DicomNode | None:
+    """The known node a C-MOVE may send to under this AE title (with a host and a port)."""
+    title = aet.strip()
+    for node in access.nodes:
+        usable = node.host is not None and node.port is not None
+        if node.aet == title and NodeService.MOVE_DESTINATION in node.services and usable:
+            return node
+    return None
+
+
+@hub_retrieve_handler
+def handle_move(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
+    """C-MOVE: resolve the identifier in the index, then send each instance to the destination."""
+    calling = str(event.assoc.requestor.ae_title).strip()
+    target = str(event.request.MoveDestination or "").strip()
+
+    def finish(reply: Reply, found: RetrieveSet | None = None) -> Reply:
+        audit_retrieve(hub, event, service="C-MOVE", reply=reply, found=found, destination=target)
+        return reply
+
+    if not access.may(calling, event.assoc.requestor.address, NodeService.RETRIEVE):
+        log.info("move_refused", calling_aet=calling, error="NotAuthorized")
+        yield finish(Reply.refusal(NOT_AUTHORIZED, "this AE title may not retrieve"))
+        return
+    node = move_destination(access, target)
+    if node is None:
+        log.info("move_refused", calling_aet=calling, error="MoveDestinationUnknown")
+        yield finish(Reply.refusal(MOVE_DESTINATION_UNKNOWN, "unknown move destination"))
+        return
+    try:
+        model = MOVE_MODELS[str(event.request.AffectedSOPClassUID)]
+        query = parse_retrieve_identifier(event.identifier, model)
+        with hub.db.read() as session:
+            found = resolve(session, query)
+    except Exception as exc:  # a bad identifier becomes a status; nothing raises to the peer
+        status, comment = retrieve_failure(exc)
+        log.info("move_refused", calling_aet=calling, error=type(exc).__name__)
+        yield finish(Reply.refusal(status, comment))
+        return
+    counts = Counts(remaining=len(found.items))
+    if found.items:
+        contexts = [
+            build_context(sop, syntaxes) for sop, syntaxes in proposed_contexts(found.items)
+        ]
+        assert node.host is not None and node.port is not None
+        store = event.assoc.ae.associate(node.host, node.port, contexts=contexts, ae_title=node.aet)
+        if not store.is_established:
+            log.info("move_destination_unreachable", calling_aet=calling, destination=node.aet)
+        originator = (calling, int(event.request.MessageID))
+        try:
+            yield from run_suboperations(
+                event,
+                hub,
+                store if store.is_established else None,
+                found.items,
+                counts,
+                originator=originator,
+            )
+        finally:
+            if store.is_established:
+                store.release()
+    reply = final_reply(counts)
+    log.info(
+        "move_done",
+        calling_aet=calling,
+        destination=node.aet,
+        level=found.level.value,
+        completed=counts.completed,
+        failed=counts.failed,
+        warning=counts.warning,
+        status=f"0x{reply.status:04X}",
+    )
+    yield finish(reply, found)

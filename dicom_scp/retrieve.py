@@ -1,0 +1,339 @@
+"""C-MOVE and C-GET plumbing shared by ``dicom_scp.move`` and ``dicom_scp.get``.
+
+pynetdicom's own Query/Retrieve SCP re-encodes every instance it sends with pydicom (so a
+deflated file changes bytes), can only answer 0xA801 before it has connected to the move
+destination (no 0x0124 for a peer that may not retrieve), and turns an unreachable destination
+into 0xA801 rather than failed sub-operations. The hub sends stored files byte for byte and
+reports every outcome with its counts, so its C-MOVE and C-GET handlers drive the exchange
+themselves: they are generators of :class:`Reply`, and :class:`HubQueryRetrieveService` sends
+each reply as a C-MOVE-RSP or C-GET-RSP (PS3.7 9.1.3, 9.1.4). C-FIND and handlers not marked
+with :func:`hub_retrieve_handler` keep pynetdicom's behaviour.
+
+Replies (PS3.4 C.4.2.1.5, C.4.3.1.4): 0xFF00 Pending after each sub-operation, with the
+remaining, completed, failed and warning counts; the final one is 0x0000 Success, 0xB000
+Warning (some sub-operations failed or warned; Failed SOP Instance UID List), 0xA702 Failure
+(all failed; the list too), 0xFE00 Cancel (C-CANCEL; the counts so far and the list), or a
+refusal without sub-operations (0x0124, 0xA801, 0xA900, 0xC000, 0xA701, 0xC001).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any, TypeVar
+
+import structlog
+from pydicom.dataset import Dataset
+from pynetdicom import association as _association
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dsutils import encode
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import QueryRetrieveServiceClass
+from pynetdicom.status import code_to_category
+
+from dicom_scp.status import (
+    CANCEL,
+    PENDING,
+    SUBOPERATIONS_FAILED,
+    SUBOPERATIONS_WARNING,
+    SUCCESS,
+)
+from imaging_hub import audit
+from imaging_hub.hub import Hub
+from imaging_hub.retrieve import Delivery
+from imaging_hub.retrieve_dimse import RetrieveItem, RetrieveSet, choose_delivery, fallback_dataset
+
+__all__ = [
+    "Counts",
+    "HubQueryRetrieveService",
+    "Reply",
+    "audit_retrieve",
+    "final_reply",
+    "hub_retrieve_handler",
+    "install_retrieve_service",
+    "run_suboperations",
+]
+
+log = structlog.get_logger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: C-MOVE/C-GET handlers failed in an unexpected way (PS3.4 C.4.2.1.5: 0xC000-0xCFFF).
+_MOVE_ERROR = 0xC511
+_GET_ERROR = 0xC411
+
+
+@dataclass
+class Counts:
+    """Sub-operation counts of one retrieve, and the SOP Instance UIDs that failed."""
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+    #: A C-CANCEL stopped the sub-operations.
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One C-MOVE-RSP or C-GET-RSP: status, counts (a copy), Failed SOP Instance UID List."""
+
+    status: int
+    remaining: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    warning: int | None = None
+    failed_uids: tuple[str, ...] | None = None
+    comment: str | None = None
+
+    @classmethod
+    def of(cls, status: int, counts: Counts, *, final: bool = False) -> Reply:
+        """A reply carrying counts; a final one omits Remaining (PS3.4 C.4.2.1.6)."""
+        listed = status in (SUBOPERATIONS_WARNING, SUBOPERATIONS_FAILED, CANCEL)
+        return cls(
+            status=status,
+            remaining=None if final and status != CANCEL else counts.remaining,
+            completed=counts.completed,
+            failed=counts.failed,
+            warning=counts.warning,
+            failed_uids=tuple(counts.failed_uids) if listed else None,
+        )
+
+    @classmethod
+    def refusal(cls, status: int, comment: str) -> Reply:
+        """A final reply refusing the operation before any sub-operation."""
+        return cls(status, completed=0, failed=0, warning=0, comment=comment)
+
+    @property
+    def is_final(self) -> bool:
+        """Every reply but Pending ends the operation."""
+        return self.status != PENDING
+
+
+def hub_retrieve_handler(handler: F) -> F:
+    """Mark an EVT_C_MOVE/EVT_C_GET handler as a generator of :class:`Reply`."""
+    handler.hub_retrieve = True  # type: ignore[attr-defined]
+    return handler
+
+
+class HubQueryRetrieveService(QueryRetrieveServiceClass):  # type: ignore[misc]
+    """pynetdicom's Query/Retrieve service, with C-MOVE/C-GET driven by the hub's handlers."""
+
+    def SCP(self, req: Any, context: PresentationContext) -> None:
+        """Serve one request: hub retrieve handlers here, anything else as pynetdicom does."""
+        kind = evt.EVT_C_MOVE if isinstance(req, C_MOVE) else evt.EVT_C_GET
+        handler = self.assoc.get_handlers(kind)[0] if isinstance(req, C_MOVE | C_GET) else None
+        if not getattr(handler, "hub_retrieve", False):
+            super().SCP(req, context)
+            return
+        self._serve(req, context, kind)
+
+    def _serve(self, req: C_MOVE | C_GET, context: PresentationContext, kind: Any) -> None:
+        """Send each reply of the bound handler until a final one (or the association ends)."""
+        move = isinstance(req, C_MOVE)
+        attrs = {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled}
+        try:
+            for reply in evt.trigger(self.assoc, kind, attrs):
+                if not self.assoc.is_established:
+                    return
+                self._send(req, context, reply)
+                if reply.is_final:
+                    return
+        except Exception:  # handlers are not expected to raise; the peer still gets an answer
+            log.exception("retrieve_handler_failed", service="C-MOVE" if move else "C-GET")
+            self._send(req, context, Reply(_MOVE_ERROR if move else _GET_ERROR))
+            return
+        if self.assoc.is_established:  # a handler that ended without a final reply
+            self._send(req, context, Reply(_MOVE_ERROR if move else _GET_ERROR))
+
+    def _send(self, req: C_MOVE | C_GET, context: PresentationContext, reply: Reply) -> None:
+        """Encode one reply as the response primitive of req and send it."""
+        rsp = C_MOVE() if isinstance(req, C_MOVE) else C_GET()
+        rsp.MessageIDBeingRespondedTo = req.MessageID
+        rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        rsp.Status = reply.status
+        rsp.NumberOfRemainingSuboperations = reply.remaining
+        rsp.NumberOfCompletedSuboperations = reply.completed
+        rsp.NumberOfFailedSuboperations = reply.failed
+        rsp.NumberOfWarningSuboperations = reply.warning
+        if reply.comment:
+            rsp.ErrorComment = reply.comment.replace("\\", "/")[:64]
+        if reply.failed_uids is not None:
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = list(reply.failed_uids)
+            syntax = context.transfer_syntax[0]
+            data = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+            rsp.Identifier = BytesIO(data or b"")
+        self.dimse.send_msg(rsp, context.context_id)
+
+
+_install_lock = threading.Lock()
+
+
+def install_retrieve_service() -> None:
+    """Have pynetdicom serve Query/Retrieve requests with HubQueryRetrieveService (idempotent).
+
+    pynetdicom picks a request's service class by SOP Class UID with no way to register
+    another, so the lookup its associations use is wrapped; requests without a hub retrieve
+    handler are served exactly as before.
+    """
+    with _install_lock:
+        current = _association.uid_to_service_class
+        if getattr(current, "hub_retrieve", False):
+            return
+
+        def routed(uid: str) -> Any:
+            found = current(uid)
+            return HubQueryRetrieveService if found is QueryRetrieveServiceClass else found
+
+        routed.hub_retrieve = True  # type: ignore[attr-defined]
+        _association.uid_to_service_class = routed
+
+
+def _accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
+    """The transfer syntaxes the peer accepted for sop_class with this side as Storage SCU."""
+    return {
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == sop_class and cx.as_scu is True
+    }
+
+
+def _store_one(
+    assoc: Association,
+    hub: Hub,
+    item: RetrieveItem,
+    *,
+    msg_id: int,
+    originator: tuple[str, int] | None,
+) -> str:
+    """One C-STORE sub-operation; its category (Success, Warning or Failure)."""
+    delivery = choose_delivery(
+        item.transfer_syntax_uid, _accepted_syntaxes(assoc, item.sop_class_uid)
+    )
+    if delivery is None:
+        log.info("suboperation_failed", sop_instance_uid=item.sop_instance_uid, error="NoContext")
+        return "Failure"
+    path = hub.store.local_path(item.key)
+    aet, message_id = originator if originator else (None, None)
+    try:
+        # A path is sent from the file as stored (pynetdicom's chunked sending, set up by
+        # configure_pynetdicom); a transcoded dataset is encoded for the accepted context.
+        payload: Any = path if delivery == Delivery.AS_STORED else fallback_dataset(path)
+        status = assoc.send_c_store(
+            payload, msg_id=msg_id, originator_aet=aet, originator_id=message_id
+        )
+    except Exception as exc:  # a lost peer or an unreadable file fails this sub-operation only
+        log.info(
+            "suboperation_failed", sop_instance_uid=item.sop_instance_uid, error=type(exc).__name__
+        )
+        return "Failure"
+    code = int(status.Status) if "Status" in status else None
+    category = code_to_category(code) if code is not None else "Failure"
+    if category not in ("Success", "Warning"):
+        log.info("suboperation_failed", sop_instance_uid=item.sop_instance_uid, status=code)
+        return "Failure"
+    return str(category)
+
+
+def final_reply(counts: Counts) -> Reply:
+    """Cancel, Success, Warning (some failed or warned) or Failure (all failed), PS3.4 C.4.2.1.5."""
+    total = counts.completed + counts.failed + counts.warning
+    if counts.cancelled:
+        status = CANCEL
+    elif counts.failed and counts.failed == total:
+        status = SUBOPERATIONS_FAILED
+    elif counts.failed or counts.warning:
+        status = SUBOPERATIONS_WARNING
+    else:
+        status = SUCCESS
+    return Reply.of(status, counts, final=True)
+
+
+def run_suboperations(
+    event: Event,
+    hub: Hub,
+    assoc: Association | None,
+    items: Iterable[RetrieveItem],
+    counts: Counts,
+    *,
+    originator: tuple[str, int] | None = None,
+) -> Iterator[Reply]:
+    """Send items over assoc one by one, yielding a Pending reply after each.
+
+    Stops at a C-CANCEL (``counts.cancelled``); without an association (the destination could
+    not be reached) every item fails. The final reply is the caller's (see ``final_reply``).
+    """
+    msg_id = int(event.request.MessageID)
+    for item in items:
+        if event.is_cancelled:
+            counts.cancelled = True
+            return
+        msg_id = msg_id % 65535 + 1
+        category = (
+            "Failure"
+            if assoc is None
+            else _store_one(assoc, hub, item, msg_id=msg_id, originator=originator)
+        )
+        counts.remaining -= 1
+        if category == "Success":
+            counts.completed += 1
+        elif category == "Warning":
+            counts.warning += 1
+        else:
+            counts.failed += 1
+            counts.failed_uids.append(item.sop_instance_uid)
+        yield Reply.of(PENDING, counts)
+
+
+def audit_retrieve(
+    hub: Hub,
+    event: Event,
+    *,
+    service: str,
+    reply: Reply,
+    found: RetrieveSet | None,
+    destination: str | None = None,
+) -> None:
+    """One audit event per study retrieved (instances transferred, PS3.15 A.5.3.2), or one."""
+    if reply.status == SUCCESS:
+        outcome = audit.SUCCESS
+    elif reply.status == SUBOPERATIONS_FAILED or reply.status >= 0xC000:
+        outcome = audit.SERIOUS_FAILURE
+    else:
+        outcome = audit.FAILURE
+    detail: dict[str, Any] = {
+        "event_action": audit.READ,
+        "service": service,
+        "status": f"0x{reply.status:04X}",
+        "completed": reply.completed or 0,
+        "failed": reply.failed or 0,
+        "warning": reply.warning or 0,
+    }
+    if destination:
+        detail["destination"] = destination
+    if found is not None:
+        detail["level"] = found.level.value
+    requestor = event.assoc.requestor
+    studies: list[str | None] = list(found.study_uids) if found and found.items else [None]
+    try:
+        for study_uid in studies:
+            audit.record_event(
+                hub.db,
+                actor=str(requestor.ae_title).strip() or "?",
+                actor_kind=audit.ACTOR_KIND_AET,
+                action=audit.INSTANCES_TRANSFERRED,
+                outcome=outcome,
+                source_address=requestor.address,
+                study_uid=study_uid,
+                detail=detail,
+            )
+    except Exception:  # the answer to the peer does not wait on the audit trail
+        log.exception("retrieve_audit_failed", service=service)

@@ -8,17 +8,23 @@ staff and admins write.
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 import zipfile
 from io import BytesIO
 from pathlib import Path
 
+import httpx
+import numpy as np
 from fastapi.testclient import TestClient
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from imaging_hub.auth import list_users
+from imaging_hub.ingest import store_instance
 from imaging_hub.records import ENCAPSULATED_PDF
 from tests.api.helpers import run_pending_jobs, sign_in
+from tests.api.test_dicomweb_client import running_server
 from tests.api.test_records import PDF_BYTES, refused, upload
 from tests.api.test_stow import body, stow
 from tests.support import make_study
@@ -189,3 +195,66 @@ def test_download_refusals(client, corpus):
 def test_downloads_need_a_token(anonymous, corpus):
     assert anonymous.get(f"/api/studies/{corpus['A']}/download").status_code == 401
     assert anonymous.post("/api/downloads", json={"study_uids": [corpus["A"]]}).status_code == 401
+
+
+def store_instances_and_index(hub, paths: list[Path]) -> str:
+    """Store files through the one way in, run the jobs, return their study's UID."""
+    results = [store_instance(hub, path, source="test") for path in paths]
+    run_pending_jobs(hub)
+    return results[0].study_uid
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_large_study_streams_with_flat_memory(hub, token, tmp_path):
+    # 12 instances of 2048 x 2048 16-bit pixels: a ZIP of about 100 MB.
+    pixels = np.random.default_rng(7).integers(-1000, 3000, (2048, 2048), dtype=np.int16)
+    paths = make_study(
+        tmp_path / "big", 12, Rows=2048, Columns=2048, PixelData=pixels.tobytes(), PatientID="P8"
+    )
+    study = store_instances_and_index(hub, paths)
+    size = sum(p.stat().st_size for p in paths)
+    target = tmp_path / "download.zip"
+    with running_server(hub.settings) as base_url:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
+            assert http.get("/api/studies", params={"patient_id": "P8"}).status_code == 200
+            peak, baseline, done = [0], rss_bytes(), threading.Event()
+
+            def sample() -> None:
+                while not done.is_set():
+                    peak[0] = max(peak[0], rss_bytes())
+                    time.sleep(0.005)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            started = time.perf_counter()
+            try:
+                with http.stream("GET", f"/api/studies/{study}/download") as response:
+                    assert response.status_code == 200
+                    length = int(response.headers["content-length"])
+                    with target.open("wb") as out:
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+            finally:
+                done.set()
+                sampler.join()
+            seconds = time.perf_counter() - started
+    assert target.stat().st_size == length > size
+    growth = peak[0] - baseline
+    print(
+        f"\nZIP of {length / 1e6:.0f} MB streamed in {seconds:.2f} s "
+        f"({length / 1e6 / seconds:.0f} MB/s); resident memory grew {growth / 1e6:.1f} MB"
+    )
+    assert growth < size / 4, f"memory grew {growth} bytes for a {size}-byte study"
+    with zipfile.ZipFile(target) as archive:
+        sent = {p.stem: p for p in paths}
+        assert len(archive.namelist()) == 12
+        for name in archive.namelist():
+            assert archive.read(name) == sent[Path(name).stem].read_bytes()

@@ -94,6 +94,19 @@ _COPIED = (
     "AccessionNumber",
     "StudyDescription",
 )
+#: Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1): present,
+#: empty if the study's instance lacks them.
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 _NEXT_STATUS = {
     ReferralStatus.OPEN: {ReferralStatus.ACCEPTED, ReferralStatus.DONE},
     ReferralStatus.ACCEPTED: {ReferralStatus.DONE},
@@ -254,6 +267,8 @@ def encapsulated_pdf(header: Dataset, pdf: bytes, *, title: str, author: UserInf
     for keyword in _COPIED:
         if keyword in header:
             setattr(ds, keyword, header.data_element(keyword).value)  # type: ignore[union-attr]
+        elif keyword in _TYPE2:
+            setattr(ds, keyword, None)
     ds.SOPClassUID = ENCAPSULATED_PDF
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()

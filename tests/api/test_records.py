@@ -10,11 +10,13 @@ import datetime as dt
 from io import BytesIO
 
 from fastapi.testclient import TestClient
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
+from imaging_hub.ingest import store_instance
 from imaging_hub.records import ENCAPSULATED_PDF, record_store
 from tests.api.helpers import run_pending_jobs, sign_in
 from tests.api.test_wado import ANY, split_multipart
+from tests.support import make_study
 from viewer_api.app import create_app
 
 #: A small PDF of odd length (the DICOM element gets a pad byte, the document must not).
@@ -221,3 +223,32 @@ def test_records_need_a_token(anonymous, corpus):
     note = {"title": "t", "markdown": "m", "study_uid": corpus["A"]}
     assert anonymous.post("/api/records", json=note).status_code == 401
     assert anonymous.get("/api/records", params={"study_uid": corpus["A"]}).status_code == 401
+
+
+def retrieve(client: TestClient, study: str, sop_uid: str) -> Dataset:
+    """An instance of study, found with QIDO-RS and retrieved with WADO-RS."""
+    found = client.get(f"/dicomweb/studies/{study}/instances", params={"SOPInstanceUID": sop_uid})
+    [instance] = found.json()
+    series_uid = instance["0020000E"]["Value"][0]
+    url = f"/dicomweb/studies/{study}/series/{series_uid}/instances/{sop_uid}"
+    [(_, part)] = split_multipart(client.get(url, headers={"Accept": ANY}))
+    return dcmread(BytesIO(part))
+
+
+def test_the_pdf_instance_has_the_type_2_attributes_its_study_lacks(hub, client, tmp_path):
+    [path] = make_study(tmp_path / "bare", PatientID="P7", PatientName="Roe^Rita")
+    bare = dcmread(path)
+    lacking = ["PatientBirthDate", "PatientSex", "StudyDate", "StudyTime"]
+    lacking += ["ReferringPhysicianName", "StudyID", "AccessionNumber"]
+    for keyword in lacking:
+        delattr(bare, keyword)
+    bare.save_as(path)
+    study = store_instance(hub, path, source="test").study_uid
+    run_pending_jobs(hub)
+    response = upload(client, title="Report", study_uid=study)
+    assert response.status_code == 201, response.text
+    run_pending_jobs(hub)
+    ds = retrieve(client, study, response.json()["sop_instance_uid"])
+    for keyword in lacking:
+        assert keyword in ds and ds[keyword].is_empty, keyword
+    assert (ds.PatientID, str(ds.PatientName)) == ("P7", "Roe^Rita")

@@ -30,7 +30,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicom_scp.access import Access, handle_requested
 from dicom_scp.find import FIND_MODELS, handle_find
 from dicom_scp.get import GET_MODELS, handle_get
-from dicom_scp.handlers import handle_conn_close, handle_echo, handle_store
+from dicom_scp.handlers import handle_conn_close, handle_echo
+from dicom_scp.metrics import ReceiverObserver
 from dicom_scp.move import MOVE_MODELS, handle_move
 from dicom_scp.retrieve import install_retrieve_service
 from dicom_scp.transport import serve
@@ -125,19 +126,26 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-def start(hub: Hub, *, block: bool = True) -> ThreadedAssociationServer | None:
-    """Listen for associations; returns the server when not blocking."""
+def start(
+    hub: Hub, *, block: bool = True, shared_port: bool = False
+) -> ThreadedAssociationServer | None:
+    """Listen for associations; returns the server when not blocking.
+
+    With shared_port the socket is bound with SO_REUSEPORT, so that several receiver processes
+    listen on one port and the kernel spreads new connections over them.
+    """
     settings = hub.settings
     configure_pynetdicom(settings)
     ae = build_ae(settings)
     access = Access(settings)
+    observer = ReceiverObserver(hub)
     handlers: list[Any] = [
         (evt.EVT_REQUESTED, handle_requested, [access]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [hub, access]),
         (evt.EVT_C_FIND, handle_find, [hub, access]),
         (evt.EVT_C_MOVE, handle_move, [hub, access]),
         (evt.EVT_C_GET, handle_get, [hub, access]),
+        *observer.handlers(access),  # C-STORE (through handle_store), counts, one log line
         (evt.EVT_CONN_CLOSE, handle_conn_close, [hub]),
     ]
     log.info(
@@ -146,5 +154,16 @@ def start(hub: Hub, *, block: bool = True) -> ThreadedAssociationServer | None:
         host=settings.dicom_host,
         port=settings.dicom_port,
         tls=settings.dicom_tls,
+        pid=os.getpid(),
+        shared_port=shared_port,
     )
-    return serve(ae, settings, handlers, block=block)
+    if block:
+        observer.watch(lambda: True)
+        try:
+            return serve(ae, settings, handlers, block=True, reuse_port=shared_port)
+        finally:
+            observer.close()
+    server = serve(ae, settings, handlers, block=False, reuse_port=shared_port)
+    assert server is not None
+    observer.watch(lambda: server.socket is not None and server.socket.fileno() != -1)
+    return server

@@ -48,9 +48,19 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 class HubAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with per-connection timeouts and a deferred TLS handshake."""
 
-    def __init__(self, *args: Any, idle_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, idle_timeout: float, reuse_port: bool = False, **kwargs: Any
+    ) -> None:
         self.idle_timeout = idle_timeout
+        self.reuse_port = reuse_port
         super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        """Bind; with reuse_port, several receiver processes share the port (SO_REUSEPORT)."""
+        if self.reuse_port:
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection; never block this (accepting) thread on the peer."""
@@ -74,6 +84,7 @@ def serve(
     handlers: list[Any],
     *,
     block: bool,
+    reuse_port: bool = False,
 ) -> HubAssociationServer | None:
     """Start the receiver like ``AE.start_server``, on HubAssociationServer."""
     made = ae.make_server(
@@ -82,6 +93,7 @@ def serve(
         ssl_context=tls_context(settings),
         server_class=HubAssociationServer,
         idle_timeout=settings.dicom_idle_timeout,
+        reuse_port=reuse_port,
     )
     server = cast(HubAssociationServer, made)
     ae._servers.append(server)  # AssociationServer.shutdown() removes it from this list

@@ -24,7 +24,7 @@ from imaging_hub.logging import configure_logging
 if TYPE_CHECKING:
     from imaging_hub.hub import Hub
 
-__all__ = ["main", "open_checked_hub", "pass_settings"]
+__all__ = ["hub_command", "main", "open_checked_hub", "pass_settings"]
 
 log = structlog.get_logger(__name__)
 
@@ -270,22 +270,27 @@ def import_(settings: Settings, paths: tuple[Path, ...]) -> None:
 def serve(settings: Settings) -> None:
     """Run everything on this machine: receiver, API and a worker (embedded by default)."""
     from imaging_hub.db.migrate import upgrade
-    from imaging_hub.supervisor import Supervisor
+    from imaging_hub.supervisor import Supervisor, receiver_commands
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
-    base = [sys.executable, "-m", "imaging_hub"]
-    if settings.config is not None:
-        base += ["--config", str(settings.config)]
-    supervisor = Supervisor(
-        {name: [*base, name] for name in ("scp", "api", "worker")},
-        env={"HUB_DATA_DIR": str(settings.data_dir.resolve())},
-    )
+    base = hub_command(settings)
+    commands = receiver_commands(base, settings.receiver_processes)
+    commands.update({name: [*base, name] for name in ("api", "worker")})
+    supervisor = Supervisor(commands, env={"HUB_DATA_DIR": str(settings.data_dir.resolve())})
     click.echo(
         f"Imaging Hub: DICOM {settings.dicom_aet}@{settings.dicom_host}:{settings.dicom_port}, "
         f"HTTP http://{settings.http_host}:{settings.http_port}/, data in {settings.data_dir}"
     )
     sys.exit(supervisor.run())
+
+
+def hub_command(settings: Settings) -> list[str]:
+    """The command line that runs ``imaging-hub`` with these settings' config file."""
+    base = [sys.executable, "-m", "imaging_hub"]
+    if settings.config is not None:
+        base += ["--config", str(settings.config)]
+    return base
 
 
 def open_checked_hub(settings: Settings) -> Hub:

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     dicom_max_pdu: int = Field(default=0, ge=0)
     dicom_idle_timeout: float = Field(default=60.0, gt=0)
     dicom_max_associations: int = Field(default=32, ge=1)
+    #: Receiver processes sharing the DICOM port (SO_REUSEPORT); 0: one per usable CPU, at
+    #: most 4 (see ``receiver_processes``).
+    dicom_processes: int = Field(default=0, ge=0, le=64)
     #: DICOM TLS (PS3.15 B.1): the receiver's certificate chain and private key (PEM); with
     #: both set the receiver speaks TLS only. With a CA file, peers must show a certificate
     #: that it signed.
@@ -178,6 +181,20 @@ class Settings(BaseSettings):
         if self.dicom_tls_ca is not None and self.dicom_tls_cert is None:
             raise ValueError("dicom_tls_ca needs dicom_tls_cert and dicom_tls_key")
         return self
+
+    @property
+    def receiver_processes(self) -> int:
+        """How many receiver processes to run: ``dicom_processes``, or for 0 the automatic count.
+
+        The receive path is CPU-bound Python (header parse, hashing, pynetdicom's reactor) and
+        one process uses at most one core, so the automatic count is one per usable CPU. It
+        stops at 4: beyond that the index's write transactions and fsyncs, not CPU, limit the
+        rate, and each process costs about 140 MB of memory.
+        """
+        if self.dicom_processes:
+            return self.dicom_processes
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        return max(1, min(4, len(usable) if usable else os.cpu_count() or 1))
 
     @property
     def dicom_tls(self) -> bool:

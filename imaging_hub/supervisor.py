@@ -14,7 +14,7 @@ from types import FrameType
 
 import structlog
 
-__all__ = ["Supervisor"]
+__all__ = ["SHARED_PORT_OPTION", "Supervisor", "receiver_commands"]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +38,17 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec
+
+
+#: The ``imaging-hub scp`` option of a receiver that is one of several on the port.
+SHARED_PORT_OPTION = "--shared-port"
+
+
+def receiver_commands(base: list[str], processes: int) -> dict[str, list[str]]:
+    """The child commands of ``processes`` receivers: one ``scp``, or ``scp-1``… on one port."""
+    if processes <= 1:
+        return {"scp": [*base, "scp"]}
+    return {f"scp-{i}": [*base, "scp", SHARED_PORT_OPTION] for i in range(1, processes + 1)}
 
 
 class Supervisor:

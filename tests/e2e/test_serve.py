@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from imaging_hub.config import Settings
 from tests.processes import Deployment
 from tests.support import free_port, storescu, testdata, wait_for_port, wait_until
 
@@ -95,8 +96,9 @@ def test_serve_with_no_configuration(tmp_path: Path) -> None:
         code = proc.wait(timeout=60)
         log.close()
     output = (tmp_path / "serve.log").read_text()
-    pids = [int(p) for p in re.findall(r"event='child_started' child='\w+' pid=(\d+)", output)]
-    assert len(pids) == 3, output[-3000:]
+    pids = [int(p) for p in re.findall(r"event='child_started' child='[\w-]+' pid=(\d+)", output)]
+    # api, worker and the receivers (HUB_DICOM_PROCESSES, by default one per CPU, at most 4)
+    assert len(pids) == 2 + Settings().receiver_processes, output[-3000:]
     assert code == 0
     assert wait_until(lambda: not any(_alive(p) for p in pids), timeout=10)
 

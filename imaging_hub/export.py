@@ -10,9 +10,10 @@ whatever the study's size, and the total size is known before the first byte (an
   only) and the files under their File IDs (``PT000000/ST000000/SE000000/IM000000``);
 - ``pdi``: the same, plus a README.TXT, as IHE PDI (ITI TF-1 15) media content asks.
 
-Instances whose SOP class a DICOMDIR cannot list are added under ``OTHER/`` in the media
-layouts. Identity corrections kept in the index are not applied to the files (the ZIP carries
-the originals as received).
+A directory record's type 1 keys that a file lacks (often Instance Number, Series Number,
+Study ID) are filled in the record only; an instance that a DICOMDIR still cannot list is added
+under ``OTHER/`` in the media layouts. Identity corrections kept in the index are not applied
+to the files (the ZIP carries the originals as received).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import structlog
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.fileset import FileSet
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -138,15 +139,58 @@ def export_files(
     return rows
 
 
+def _fill_record_keys(header: Dataset, numbers: tuple[int, int, int]) -> None:
+    """Give a header the type 1 keys of the DICOMDIR records (PS3.3 F.5) that it lacks.
+
+    Only the directory records get these values, never the file: a missing or empty Study ID,
+    Series Number or Instance Number becomes the item's position on the medium, a missing
+    Study Date or Time an unknown one (``19000101``, ``000000``), a missing Patient ID
+    ``UNKNOWN``.
+    """
+    study_no, series_no, instance_no = numbers
+    fallbacks = {
+        "PatientID": "UNKNOWN",
+        "StudyDate": "19000101",
+        "StudyTime": "000000",
+        "StudyID": str(study_no),
+        "SeriesNumber": series_no,
+        "InstanceNumber": instance_no,
+    }
+    for keyword, value in fallbacks.items():
+        if keyword not in header or header[keyword].is_empty:
+            setattr(header, keyword, value)
+
+
+def _positions(files: list[ExportFile]) -> list[tuple[int, int, int]]:
+    """Each file's (study, series, instance) position, counted from 1 in the download's order."""
+    studies: dict[str, int] = {}
+    series: dict[str, int] = {}
+    per_study: dict[str, int] = {}
+    per_series: dict[str, int] = {}
+    found = []
+    for f in files:
+        study_no = studies.setdefault(f.study_uid, len(studies) + 1)
+        if f.series_uid not in series:
+            per_study[f.study_uid] = per_study.get(f.study_uid, 0) + 1
+            series[f.series_uid] = per_study[f.study_uid]
+        per_series[f.series_uid] = per_series.get(f.series_uid, 0) + 1
+        found.append((study_no, series[f.series_uid], per_series[f.series_uid]))
+    return found
+
+
 def _dicomdir(files: list[ExportFile]) -> tuple[bytes, dict[str, str]]:
     """A DICOMDIR for files (from their headers) and each listed SOP Instance UID's File ID."""
     fileset = FileSet()
     ids: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for f in files:
+        for f, numbers in zip(files, _positions(files), strict=True):
             header = dcmread(f.path, stop_before_pixels=True)
             try:
-                instance = fileset.add(header)
+                try:
+                    instance = fileset.add(header)
+                except ValueError:  # a record key is missing or empty: fill it, try again
+                    _fill_record_keys(header, numbers)
+                    instance = fileset.add(header)
             except (ValueError, KeyError, AttributeError) as exc:
                 log.info("dicomdir_skipped", sop_instance_uid=f.sop_instance_uid, error=str(exc))
                 continue

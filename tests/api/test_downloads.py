@@ -258,3 +258,31 @@ def test_a_large_study_streams_with_flat_memory(hub, token, tmp_path):
         assert len(archive.namelist()) == 12
         for name in archive.namelist():
             assert archive.read(name) == sent[Path(name).stem].read_bytes()
+
+
+def test_dicomdir_references_files_that_lack_record_keys(hub, client, tmp_path):
+    # Instance Number, Series Number and Study ID are type 2 in an image but type 1 in a
+    # DICOMDIR record; many devices leave them out or empty. The files stay as they are.
+    paths = make_study(tmp_path / "bare", 4, series_per_study=2, PatientID="P6")
+    for i, path in enumerate(paths):
+        ds = dcmread(path)
+        del ds.StudyID
+        if i % 2:
+            del ds.InstanceNumber
+        else:
+            ds.InstanceNumber = None
+        if i < 2:
+            del ds.SeriesNumber
+        ds.save_as(path)
+    study = store_instances_and_index(hub, paths)
+    response = client.get(f"/api/studies/{study}/download", params={"layout": "dicomdir"})
+    archive = fetch_zip(response)
+    assert not any(n.startswith("OTHER/") for n in archive.namelist()), archive.namelist()
+    root = extract(archive, tmp_path / "cd")
+    sent = {p.stem: p.read_bytes() for p in paths}
+    check_media(root, sent, set(sent))
+    fileset = FileSet(dcmread(root / "DICOMDIR"))
+    numbers = sorted(
+        (i.SeriesInstanceUID, int(i.InstanceNumber)) for i in fileset if "InstanceNumber" in i
+    )
+    assert [n for _, n in numbers] == [1, 2, 1, 2]

@@ -201,14 +201,16 @@ def test_orthanc_without_query_rights_is_refused(tmp_path: Path) -> None:
     """The same Orthanc, known for store only: its C-FIND fails, its C-STORE succeeds."""
     node = DicomNode(aet="ORTHANC", host="127.0.0.1", services=[NodeService.STORE])
     settings = receiver_settings(tmp_path, dicom_nodes=[node])
-    with receiving(settings) as hub:
-        with _orthanc(tmp_path / "orthanc", hub.settings.dicom_port) as orthanc:
-            orthanc_id = orthanc.post("/instances", testdata("CT_small.dcm").read_bytes())["ID"]
-            orthanc.post("/modalities/hub/store", {"Resources": [orthanc_id], "Synchronous": True})
-            with hub.db.read() as s:
-                assert len(s.execute(select(StoredFile.id)).all()) == 1
-            refused = orthanc.http.post(
-                "/modalities/hub/query", json={"Level": "Study", "Query": {"PatientID": ""}}
-            )
-            assert refused.status_code >= 400
-            assert "0x0124" in refused.json()["Details"]  # Refused: Not Authorized
+    with (
+        receiving(settings) as hub,
+        _orthanc(tmp_path / "orthanc", settings.dicom_port) as orthanc,
+    ):
+        orthanc_id = orthanc.post("/instances", testdata("CT_small.dcm").read_bytes())["ID"]
+        orthanc.post("/modalities/hub/store", {"Resources": [orthanc_id], "Synchronous": True})
+        with hub.db.read() as s:
+            assert len(s.execute(select(StoredFile.id)).all()) == 1
+        refused = orthanc.http.post(
+            "/modalities/hub/query", json={"Level": "Study", "Query": {"PatientID": ""}}
+        )
+        assert refused.status_code >= 400
+        assert "0x0124" in refused.json()["Details"]  # Refused: Not Authorized

@@ -4,6 +4,8 @@ pynetdicom's own server reads a started PDU without a timeout and does the TLS h
 its accepting thread, so one silent peer could hold an association forever or stop every new
 connection. Here each accepted socket gets the idle timeout, and the TLS handshake happens
 in the connection's own thread (OpenSSL performs it on the first read), under that timeout.
+A P-DATA-TF PDU longer than the maximum length the hub offered (PS3.8 D.1) drops the
+connection before its body is read (any dataset it was part of is quarantined as truncated).
 DICOM TLS follows PS3.15 B.1 (BCP 195): TLS 1.2 or newer, optionally with client certificates.
 """
 
@@ -16,14 +18,18 @@ from typing import Any, cast
 
 import structlog
 from pynetdicom import AE
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.association import Association
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from imaging_hub.config import Settings
 from imaging_hub.errors import ConfigError
 
-__all__ = ["HubAssociationServer", "serve", "tls_context"]
+__all__ = ["HubAssociationServer", "LimitedAssociationSocket", "serve", "tls_context"]
 
 log = structlog.get_logger(__name__)
+
+#: PDU type of P-DATA-TF (PS3.8 9.3.5).
+P_DATA_TF = 0x04
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -43,6 +49,35 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
             raise ConfigError(f"HUB_DICOM_TLS_CA cannot be used: {exc}") from exc
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+class LimitedAssociationSocket(AssociationSocket):
+    """An association socket that refuses a P-DATA-TF PDU longer than the offered maximum."""
+
+    _header: bytes = b""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read nr_bytes; pynetdicom reads each PDU's 6-byte header, then its announced body."""
+        header, self._header = self._header, b""
+        limit = self.assoc.acceptor.maximum_length
+        if header[:1] == bytes([P_DATA_TF]) and limit and nr_bytes > limit:
+            log.info("pdu_too_long", bytes=nr_bytes, limit=limit)
+            # pynetdicom treats a failed read as a closed connection (Evt17) and aborts.
+            raise OSError(f"a P-DATA-TF PDU of {nr_bytes} bytes exceeds the maximum {limit}")
+        data = super().recv(nr_bytes)
+        if nr_bytes == 6:
+            self._header = bytes(data)
+        return data
+
+
+class HubRequestHandler(RequestHandler):
+    """pynetdicom's request handler, with a LimitedAssociationSocket for each association."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        # Only recv() differs and the subclass adds no state of its own to set up.
+        assoc.dul.socket.__class__ = LimitedAssociationSocket
+        return assoc
 
 
 class HubAssociationServer(ThreadedAssociationServer):
@@ -92,6 +127,7 @@ def serve(
         evt_handlers=handlers,
         ssl_context=tls_context(settings),
         server_class=HubAssociationServer,
+        request_handler=HubRequestHandler,
         idle_timeout=settings.dicom_idle_timeout,
         reuse_port=reuse_port,
     )

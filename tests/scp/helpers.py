@@ -148,12 +148,13 @@ def send_partial_store(
     encoded: bytes,
     *,
     fragment: int = 4096,
+    share: float = 0.5,
 ) -> int:
-    """Send the command and the first half of a C-STORE dataset's fragments; return the count."""
+    """Send the command and a share of a C-STORE's P-DATA PDUs; return how many were sent."""
     msg = _store_message(sop_class, sop_instance, encoded, 1)
     pdatas = list(msg.encode_msg(context_id, fragment))
-    assert len(pdatas) > 4, "the dataset is too small to be cut in the middle"
-    half = len(pdatas) // 2
-    for pdata in pdatas[:half]:
+    count = int(len(pdatas) * share)
+    assert 1 < count <= len(pdatas), "the dataset is too small to be cut there"
+    for pdata in pdatas[:count]:
         assoc.dul.send_pdu(pdata)
-    return half
+    return count

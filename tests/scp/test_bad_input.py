@@ -210,10 +210,28 @@ def test_max_pdu_is_offered_and_large_datasets_arrive_in_pieces(tmp_path: Path) 
         assoc = associate(hub, *CONTEXTS)
         try:
             assert assoc.acceptor.maximum_length == 4096
-            ds = _ct()
-            assert assoc.send_c_store(ds).Status == 0x0000  # about 40 KB: ten PDUs or more
+            assert assoc.send_c_store(_ct()).Status == 0x0000  # about 40 KB: ten PDUs or more
         finally:
             assoc.release()
+        storescu(hub.settings.dicom_port, testdata("MR_small.dcm"))  # dcmtk keeps to it too
+        assert stored_count(hub) == 2
+
+
+def test_pdu_over_the_maximum_drops_the_association(tmp_path: Path) -> None:
+    settings = receiver_settings(tmp_path, dicom_max_pdu=4096)
+    with receiving(settings) as hub:
+        ds = _ct()
+        assoc = associate(hub, *CONTEXTS)
+        context = assoc.accepted_contexts[0].context_id
+        send_partial_store(
+            assoc, context, CTImageStorage, ds.SOPInstanceUID, _bytes(ds), fragment=16384, share=1
+        )
+        assert wait_until(lambda: not assoc.is_established, timeout=10)
+        assert stored_count(hub) == 0
+        assert wait_until(lambda: bool(quarantine_notes(hub)), timeout=10)
+        (note,) = quarantine_notes(hub)
+        assert "truncated" in note["reason"]
+        storescu(hub.settings.dicom_port, testdata("CT_small.dcm"))  # the server goes on
         assert stored_count(hub) == 1
 
 

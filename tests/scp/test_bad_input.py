@@ -257,3 +257,18 @@ def test_peer_stalling_inside_a_pdu_is_dropped(tmp_path: Path) -> None:
             assert time.monotonic() - started < 10
         storescu(hub.settings.dicom_port, testdata("CT_small.dcm"))
         assert stored_count(hub) == 1
+
+
+def test_peer_stalling_mid_dataset_is_dropped_and_quarantined(tmp_path: Path) -> None:
+    settings = receiver_settings(tmp_path, dicom_idle_timeout=1.0)
+    with receiving(settings) as hub:
+        ds = _ct()
+        assoc = associate(hub, *CONTEXTS)
+        context = assoc.accepted_contexts[0].context_id
+        send_partial_store(assoc, context, CTImageStorage, ds.SOPInstanceUID, _bytes(ds))
+        assert wait_until(lambda: bool(quarantine_notes(hub)), timeout=15)
+        (note,) = quarantine_notes(hub)
+        assert "truncated" in note["reason"]
+        assert wait_until(lambda: not assoc.is_established, timeout=10)
+        assert stored_count(hub) == 0
+        assert not list(spool_dir(hub.settings).iterdir())

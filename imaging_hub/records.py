@@ -80,7 +80,6 @@ MAX_TEXT = 200_000
 _TITLE_MAX = 256
 #: The Patient and General Study module attributes an Encapsulated PDF copies from its study.
 _COPIED = (
-    "SpecificCharacterSet",
     "PatientName",
     "PatientID",
     "IssuerOfPatientID",
@@ -264,6 +263,9 @@ def encapsulated_pdf(header: Dataset, pdf: bytes, *, title: str, author: UserInf
     """An Encapsulated PDF instance (PS3.3 A.45.1) in the study of header, in a new series."""
     now = utcnow()
     ds = Dataset()
+    # UTF-8 whatever the study's character set: its values are read as text and written again,
+    # and the title may hold any character.
+    ds.SpecificCharacterSet = "ISO_IR 192"
     for keyword in _COPIED:
         if keyword in header:
             setattr(ds, keyword, header.data_element(keyword).value)  # type: ignore[union-attr]

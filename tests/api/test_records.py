@@ -252,3 +252,23 @@ def test_the_pdf_instance_has_the_type_2_attributes_its_study_lacks(hub, client,
     for keyword in lacking:
         assert keyword in ds and ds[keyword].is_empty, keyword
     assert (ds.PatientID, str(ds.PatientName)) == ("P7", "Roe^Rita")
+
+
+def test_the_pdf_instance_keeps_every_character_of_title_and_names(hub, client, tmp_path):
+    [path] = make_study(tmp_path / "latin1", PatientID="P5")
+    ds = dcmread(path)
+    ds.SpecificCharacterSet = "ISO_IR 100"  # Latin-1, which has no en dash (U+2013)
+    ds.PatientName = "Müller^Jürgen"
+    ds.StudyDescription = "Wirbelsäule"
+    ds.save_as(path)
+    assert "Müller".encode("latin-1") in path.read_bytes()
+    study = store_instance(hub, path, source="test").study_uid
+    run_pending_jobs(hub)
+    title = "Befund \u2013 Wirbelsäule L4/5"
+    response = upload(client, title=title, study_uid=study)
+    assert response.status_code == 201, response.text
+    run_pending_jobs(hub)
+    report = retrieve(client, study, response.json()["sop_instance_uid"])
+    assert report.SpecificCharacterSet == "ISO_IR 192"
+    assert report.DocumentTitle == title
+    assert (str(report.PatientName), report.StudyDescription) == ("Müller^Jürgen", "Wirbelsäule")

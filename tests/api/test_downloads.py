@@ -286,3 +286,16 @@ def test_dicomdir_references_files_that_lack_record_keys(hub, client, tmp_path):
         (i.SeriesInstanceUID, int(i.InstanceNumber)) for i in fileset if "InstanceNumber" in i
     )
     assert [n for _, n in numbers] == [1, 2, 1, 2]
+
+
+def test_a_resent_instance_downloads_as_its_newest_version(hub, client, tmp_path):
+    [first] = make_study(tmp_path / "v1", PatientID="P4", StudyDescription="first")
+    study = store_instances_and_index(hub, [first])
+    second = tmp_path / "v2.dcm"
+    ds = dcmread(first)
+    ds.StudyDescription = "second, corrected at the modality"
+    ds.save_as(second)
+    assert store_instances_and_index(hub, [second]) == study
+    archive = fetch_zip(client.get(f"/api/studies/{study}/download"))
+    [name] = archive.namelist()
+    assert archive.read(name) == second.read_bytes() != first.read_bytes()

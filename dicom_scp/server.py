@@ -27,9 +27,9 @@ from pynetdicom import (
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_scp.access import Access, handle_requested
+from dicom_scp.access import Access
 from dicom_scp.find import FIND_MODELS, handle_find
-from dicom_scp.get import GET_MODELS, handle_get
+from dicom_scp.get import GET_MODELS, handle_get, handle_requested_with_get
 from dicom_scp.handlers import handle_conn_close, handle_echo
 from dicom_scp.metrics import ReceiverObserver
 from dicom_scp.move import MOVE_MODELS, handle_move
@@ -140,7 +140,7 @@ def start(
     access = Access(settings)
     observer = ReceiverObserver(hub)
     handlers: list[Any] = [
-        (evt.EVT_REQUESTED, handle_requested, [access]),
+        (evt.EVT_REQUESTED, handle_requested_with_get, [access]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_FIND, handle_find, [hub, access]),
         (evt.EVT_C_MOVE, handle_move, [hub, access]),

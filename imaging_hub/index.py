@@ -53,8 +53,11 @@ def _insert_ignore(
     session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
-def _source_identity(session: Session, keys: PatientKeys) -> SourceIdentity:
-    """Find or create the source identity (and, for a new one, its own patient record)."""
+def _source_identity(session: Session, keys: PatientKeys) -> tuple[SourceIdentity, bool]:
+    """Find or create the source identity (and, for a new one, its own patient record).
+
+    The flag tells whether this call created it.
+    """
     where = (
         SourceIdentity.patient_id == keys.patient_id,
         SourceIdentity.issuer == keys.issuer,
@@ -62,7 +65,7 @@ def _source_identity(session: Session, keys: PatientKeys) -> SourceIdentity:
     )
     found = session.execute(select(SourceIdentity).where(*where)).scalar_one_or_none()
     if found is not None:
-        return found
+        return found, False
     record = PatientRecord(
         mrn=f"H{uuid.uuid4().hex[:15].upper()}",
         name=keys.name,
@@ -94,7 +97,7 @@ def _source_identity(session: Session, keys: PatientKeys) -> SourceIdentity:
     if identity.patient_record_id != record.id:
         # Another worker created this identity first; our record is not needed.
         session.delete(record)
-        return identity
+        return identity, False
     session.add(
         IdentityLinkEvent(
             source_identity_id=identity.id,
@@ -104,7 +107,7 @@ def _source_identity(session: Session, keys: PatientKeys) -> SourceIdentity:
             reason="first instance of this source identity",
         )
     )
-    return identity
+    return identity, True
 
 
 def _study_fields(keys: IndexKeys, identity: SourceIdentity) -> dict[str, Any]:
@@ -244,10 +247,19 @@ def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_att
     """Put a stored file's keys into the index, in the caller's write transaction.
 
     A newer version of an instance replaces the older one's values; an older one is marked
-    superseded. The instance's render job is enqueued in the same transaction.
+    superseded. The instance's render job, and the identity check of a new source identity,
+    are enqueued in the same transaction.
     """
-    identity = _source_identity(session, keys.patient)
+    identity, created = _source_identity(session, keys.patient)
     study = _study(session, keys, identity)  # locked: one instance of a study at a time
+    if created:
+        enqueue(
+            session,
+            "identity",
+            {"source_identity_id": identity.id},
+            study_uid=study.study_uid,
+            max_attempts=max_attempts,
+        )
     existing, current = _current_version(session, keys.instance.sop_instance_uid)
     if _is_older(stored, current):
         stored.state = StoredFileState.SUPERSEDED

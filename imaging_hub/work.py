@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from imaging_hub import index, previews
+from imaging_hub import identity, index, previews
 from imaging_hub.db.models import JobState
 from imaging_hub.hub import Hub
 from imaging_hub.jobs import Lease, PermanentError, acquire, complete, extend, fail
@@ -21,6 +21,7 @@ log = structlog.get_logger(__name__)
 #: kind -> handler(hub, payload). Handlers are idempotent: running one twice is harmless.
 HANDLERS: dict[str, Callable[[Hub, dict[str, Any]], None]] = {
     "index": index.index_job,
+    "identity": identity.identity_job,
     "render": previews.render_job,
 }
 

@@ -41,7 +41,7 @@ def test_status_goes_from_processing_to_ready(client: TestClient, hub: Hub, tmp_
     _drain(hub)
     after = client.get(f"/api/studies/{uid}/status").json()
     assert after["phase"] == "ready" and after["indexed"] == 5
-    assert after["previews"] == {"ready": 5} and after["jobs"] == {"done": 10}
+    assert after["previews"] == {"ready": 5} and after["jobs"] == {"done": 11}
     assert (after["previews_ready"], after["failed"]) == (5, 0)
 
 

@@ -20,7 +20,7 @@ from tests.support import testdata
 
 
 def _drain(hub: Hub) -> list[str]:
-    """Run jobs until none is due (index jobs queue render jobs)."""
+    """Run jobs until none is due (index jobs queue render jobs, and identity checks)."""
     outcomes: list[str] = []
     while batch := claim_for_publish(hub.db):
         outcomes += [run_job(hub, job_id, owner="test") for job_id, _ in batch]
@@ -37,7 +37,7 @@ def _state(hub: Hub, sop_uid: str) -> PreviewState:
 @pytest.mark.parametrize("name", ["CT_small.dcm", "SC_rgb_rle.dcm", "MR_small_jp2klossless.dcm"])
 def test_thumbnail_and_preview_follow_indexing(hub: Hub, name: str) -> None:
     result = store_instance(hub, testdata(name), source="test")
-    assert _drain(hub) == [JobOutcome.DONE, JobOutcome.DONE]
+    assert _drain(hub) == [JobOutcome.DONE] * 3  # index, identity, render
     files = preview_files(hub, result.study_uid, result.series_uid, result.sop_instance_uid)
     thumb, preview = Image.open(files.thumbnail), Image.open(files.preview)
     assert thumb.format == "JPEG" and max(thumb.size) <= THUMBNAIL_SIZE
@@ -53,7 +53,7 @@ def test_a_non_image_gets_an_icon_not_an_error(hub: Hub, tmp_path: Path) -> None
     path = tmp_path / "no-pixels.dcm"
     ds.save_as(path)
     result = store_instance(hub, path, source="test")
-    assert _drain(hub) == [JobOutcome.DONE, JobOutcome.DONE]
+    assert _drain(hub) == [JobOutcome.DONE] * 3  # index, identity, render
     assert _state(hub, result.sop_instance_uid) == PreviewState.ICON
 
 
@@ -81,7 +81,7 @@ def test_sizes_are_configurable_and_multi_frame_shows_its_middle_frame(
     hub.settings.previews_size = 300
     big = dcmread(testdata("SC_rgb_rle_2frame.dcm"))
     result = store_instance(hub, testdata("SC_rgb_rle_2frame.dcm"), source="test")
-    assert _drain(hub) == [JobOutcome.DONE, JobOutcome.DONE]
+    assert _drain(hub) == [JobOutcome.DONE] * 3  # index, identity, render
     files = preview_files(hub, result.study_uid, result.series_uid, result.sop_instance_uid)
     thumb = Image.open(files.thumbnail)
     assert max(thumb.size) == 64

@@ -70,7 +70,8 @@ def test_a_poison_instance_fails_visibly_and_alone(
     storescu(d.settings.dicom_port, poison, extra=["-xw"])  # propose JPEG 2000 (lossy)
     hub = d.hub()
     try:
-        done = {"done": 7, "failed": 1}
+        # 4 index jobs, 3 renders, and 2 identity checks: the poison names another patient.
+        done = {"done": 9, "failed": 1}
         assert wait_until(lambda: _states(hub) == done, timeout=60), (_states(hub), d.logs())
         previews = _previews(hub)
         poison_uid = str(dcmread(poison, stop_before_pixels=True).SOPInstanceUID)
@@ -104,14 +105,14 @@ def test_retry_reruns_a_job_once_its_cause_is_fixed(
     storescu(d.settings.dicom_port, *make_instances(tmp_path / "in", 1))
     hub = d.hub()
     try:
-        failed = {"done": 1, "failed": 1}
+        failed = {"done": 2, "failed": 1}  # index and identity done, render failed
         assert wait_until(lambda: _states(hub) == failed, timeout=60), (_states(hub), d.logs())
         with hub.db.read() as s:
             error = s.execute(select(Job.last_error).where(Job.state == "failed")).scalar_one()
         assert error and "Error" in error
         blocker.unlink()
         assert _cli(d, "jobs", "retry").strip() == "1 job(s) queued again"
-        assert wait_until(lambda: _states(hub) == {"done": 2}, timeout=60), _states(hub)
+        assert wait_until(lambda: _states(hub) == {"done": 3}, timeout=60), _states(hub)
         assert set(_previews(hub).values()) == {"ready"}
     finally:
         hub.close()

@@ -24,7 +24,14 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from dicom_scp.access import Access
-from dicom_scp.status import NOT_AUTHORIZED, SUCCESS, status_dataset, store_failure
+from dicom_scp.spooling import is_discarded
+from dicom_scp.status import (
+    NOT_AUTHORIZED,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    status_dataset,
+    store_failure,
+)
 from imaging_hub.config import NodeService
 from imaging_hub.errors import HubError
 from imaging_hub.hub import Hub
@@ -49,6 +56,9 @@ def handle_store(event: Event, hub: Hub, access: Access | None = None) -> int | 
     if access is not None and not access.may(calling, address, NodeService.STORE):
         log.info("store_refused", calling_aet=calling, error="NotAuthorized")
         return status_dataset(NOT_AUTHORIZED, "this AE title may not store")
+    if is_discarded(getattr(request, "_dataset_file", None)):
+        log.info("store_refused", calling_aet=calling, error="StorageFull")
+        return status_dataset(OUT_OF_RESOURCES, "free disk space fell below the floor")
     try:
         store_instance(
             hub,
@@ -75,6 +85,9 @@ def handle_conn_close(event: Event, hub: Hub) -> None:
     message = getattr(event.assoc.dimse, "message", None)
     partial = getattr(message, "_data_set_file", None)
     if partial is None:
+        return
+    if is_discarded(partial):  # already dropped for lack of space: nothing to keep
+        Path(partial.name).unlink(missing_ok=True)
         return
     path = Path(partial.name)
     try:

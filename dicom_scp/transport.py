@@ -5,7 +5,8 @@ its accepting thread, so one silent peer could hold an association forever or st
 connection. Here each accepted socket gets the idle timeout, and the TLS handshake happens
 in the connection's own thread (OpenSSL performs it on the first read), under that timeout.
 A P-DATA-TF PDU longer than the maximum length the hub offered (PS3.8 D.1) drops the
-connection before its body is read (any dataset it was part of is quarantined as truncated).
+connection before its body is read (any dataset it was part of is quarantined as truncated);
+before a PDU of a C-STORE dataset is read, the spool's free space is checked (dicom_scp.spooling).
 DICOM TLS follows PS3.15 B.1 (BCP 195): TLS 1.2 or newer, optionally with client certificates.
 """
 
@@ -21,6 +22,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from dicom_scp.spooling import guard_space
 from imaging_hub.config import Settings
 from imaging_hub.errors import ConfigError
 
@@ -60,10 +62,13 @@ class LimitedAssociationSocket(AssociationSocket):
         """Read nr_bytes; pynetdicom reads each PDU's 6-byte header, then its announced body."""
         header, self._header = self._header, b""
         limit = self.assoc.acceptor.maximum_length
-        if header[:1] == bytes([P_DATA_TF]) and limit and nr_bytes > limit:
-            log.info("pdu_too_long", bytes=nr_bytes, limit=limit)
-            # pynetdicom treats a failed read as a closed connection (Evt17) and aborts.
-            raise OSError(f"a P-DATA-TF PDU of {nr_bytes} bytes exceeds the maximum {limit}")
+        if header[:1] == bytes([P_DATA_TF]):
+            if limit and nr_bytes > limit:
+                log.info("pdu_too_long", bytes=nr_bytes, limit=limit)
+                # pynetdicom treats a failed read as a closed connection (Evt17) and aborts.
+                raise OSError(f"a P-DATA-TF PDU of {nr_bytes} bytes exceeds the maximum {limit}")
+            floor = getattr(self.assoc._server, "min_free_bytes", 0)
+            guard_space(self.assoc.dimse.message, nr_bytes, floor)
         data = super().recv(nr_bytes)
         if nr_bytes == 6:
             self._header = bytes(data)
@@ -84,9 +89,15 @@ class HubAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with per-connection timeouts and a deferred TLS handshake."""
 
     def __init__(
-        self, *args: Any, idle_timeout: float, reuse_port: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        idle_timeout: float,
+        min_free_bytes: int = 0,
+        reuse_port: bool = False,
+        **kwargs: Any,
     ) -> None:
         self.idle_timeout = idle_timeout
+        self.min_free_bytes = min_free_bytes
         self.reuse_port = reuse_port
         super().__init__(*args, **kwargs)
 
@@ -129,6 +140,7 @@ def serve(
         server_class=HubAssociationServer,
         request_handler=HubRequestHandler,
         idle_timeout=settings.dicom_idle_timeout,
+        min_free_bytes=settings.storage_min_free_bytes,
         reuse_port=reuse_port,
     )
     server = cast(HubAssociationServer, made)

@@ -8,7 +8,9 @@ input (garbage bytes, a dataset that disagrees with its command, an abort mid-da
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -186,6 +188,48 @@ def test_free_disk_below_the_floor_is_out_of_resources(tmp_path: Path) -> None:
         assert stored_count(hub) == 0
         assert storage_digests(hub) == {}  # nothing written, not even a temp file
         assert not list(spool_dir(hub.settings).iterdir())
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs of the test's own (needs the right to mount; skipped without it)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def _free(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def test_full_disk_while_receiving_is_out_of_resources(tmp_path: Path, small_disk: Path) -> None:
+    """The data dir's disk fills up: the dataset is dropped, 0xA700, no file is left behind."""
+    index = f"sqlite:///{tmp_path / 'index.sqlite'}"  # the index elsewhere: only files are hit
+    settings = receiver_settings(small_disk, database_url=index)
+    with receiving(settings) as hub:
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (_free(small_disk) - 16 * 1024))  # 16 KB left, CT is 39 KB
+        ds = _ct()
+        assoc = associate(hub, *CONTEXTS)
+        try:
+            rsp = assoc.send_c_store(ds)
+            assert rsp.Status == 0xA700 and "free disk space" in rsp.ErrorComment
+            filler.unlink()
+            assert assoc.send_c_store(ds).Status == 0x0000  # the same association goes on
+        finally:
+            assoc.release()
+        assert stored_count(hub) == 1
+        assert not list(spool_dir(hub.settings).iterdir())
+        assert quarantine_notes(hub) == []
 
 
 def test_dataset_over_the_size_limit_is_out_of_resources(tmp_path: Path) -> None:

@@ -189,6 +189,10 @@ def test_an_oversized_pdf_is_413_and_not_stored(hub, client, corpus):
         small.headers["Authorization"] = client.headers["Authorization"]
         big = PDF_BYTES + b"%" * 5000
         refused(upload(small, big, title="x", study_uid=corpus["A"]), 413, "at most 4096 bytes")
+        # A body declared too large is refused from its Content-Length, before it is read.
+        declared = {"Content-Length": str(10**10)}
+        early = upload(small, headers=declared, title="x", study_uid=corpus["A"])
+        refused(early, 413, "at most 4096 bytes")
         assert upload(small, title="x", study_uid=corpus["A"]).status_code == 201
     listed = client.get("/api/records", params={"study_uid": corpus["A"]}).json()
     assert [r["document_size"] for r in listed] == [len(PDF_BYTES)]

@@ -7,12 +7,13 @@ Encapsulated PDF instance in the study (see ``imaging_hub.records``).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -36,7 +37,7 @@ from viewer_api.auth import CurrentUser, require_role
 from viewer_api.deps import HubDep, ReadSession
 from viewer_api.rest.schemas import RecordItem, bad_input
 
-__all__ = ["RecordIn", "router"]
+__all__ = ["DeclaredSizeRoute", "RecordIn", "router"]
 
 router = APIRouter(tags=["records"])
 
@@ -102,13 +103,30 @@ async def _save_upload(upload: UploadFile, target: Path, limit: int) -> None:
             out.write(chunk)
 
 
-@router.post(
-    "/records/pdf",
-    response_model=RecordItem,
-    status_code=201,
-    dependencies=WRITERS,
-    responses=_WRITE_ERRORS,
-)
+#: What a PDF upload's form adds to the PDF: boundaries, part headers, title and target.
+_FORM_SLACK = 16 * 1024
+
+
+class DeclaredSizeRoute(APIRoute):
+    """A route that refuses a body declared larger than a PDF report may be, before reading it.
+
+    FastAPI reads a form before it runs any dependency, so the check is made here.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, after a look at Content-Length."""
+        handler = super().get_route_handler()
+
+        async def check_length(request: Request) -> Response:
+            limit = max_pdf_bytes(request.app.state.hub.settings)
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit + _FORM_SLACK:
+                raise TooLarge(f"a PDF report may have at most {limit} bytes")
+            return await handler(request)
+
+        return check_length
+
+
 async def upload_report(
     request: Request,
     hub: HubDep,
@@ -129,6 +147,18 @@ async def upload_report(
                 )
             )
     return RecordItem.of(_audited(request, info))
+
+
+router.add_api_route(
+    "/records/pdf",
+    upload_report,
+    methods=["POST"],
+    response_model=RecordItem,
+    status_code=201,
+    dependencies=WRITERS,
+    responses=_WRITE_ERRORS,
+    route_class_override=DeclaredSizeRoute,
+)
 
 
 @router.get("/records", response_model=list[RecordItem])

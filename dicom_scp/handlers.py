@@ -68,6 +68,7 @@ def handle_store(event: Event, hub: Hub, access: Access | None = None) -> int | 
             expected_sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             expected_sop_class_uid=str(request.AffectedSOPClassUID or ""),
             negotiated_sop_class_uid=str(event.context.abstract_syntax or ""),
+            spooled=True,  # pynetdicom's spool file: linked into storage, not copied
         )
     except Exception as exc:  # every error becomes a status; nothing raises to the peer
         if isinstance(exc, HubError):

@@ -138,8 +138,12 @@ def store_instance(
     expected_sop_instance_uid: str | None = None,
     expected_sop_class_uid: str | None = None,
     negotiated_sop_class_uid: str | None = None,
+    spooled: bool = False,
 ) -> IngestResult:
     """Store a received Part 10 file durably and queue its indexing; idempotent for equal bytes.
+
+    spooled: path is the hub's own spool file (a receiver's), never written again, so storage
+    may take it over by a hard link instead of a copy.
 
     Raises InvalidDicom, DuplicateRejected, TooLarge or StorageFull; nothing stored is altered
     then, and rejected input (except oversized input) is quarantined with the reason. Other
@@ -156,7 +160,9 @@ def store_instance(
         header = _read_header(path)
         expected_classes = [expected_sop_class_uid, negotiated_sop_class_uid]
         _check_expected(header, expected_sop_instance_uid, expected_classes)
-        result = _store(hub, path, header, source=source, source_detail=source_detail)
+        result = _store(
+            hub, path, header, source=source, source_detail=source_detail, spooled=spooled
+        )
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             log.warning("instance_rejected", reason="StorageFull", source=source)
@@ -197,7 +203,13 @@ def _lock_uid(session: Session, uid: str) -> None:
 
 
 def _store(
-    hub: Hub, path: Path, header: _Header, *, source: str, source_detail: str | None
+    hub: Hub,
+    path: Path,
+    header: _Header,
+    *,
+    source: str,
+    source_detail: str | None,
+    spooled: bool = False,
 ) -> IngestResult:
     sha, size = hash_file(path)
     uid = header.sop_instance_uid
@@ -213,7 +225,7 @@ def _store(
             return outcome
 
     key = object_key(header.study_uid, header.series_uid, uid, sha)
-    hub.store.put_file(key, path, expected_sha256=sha)
+    hub.store.put_file(key, path, expected_sha256=sha, link=spooled)
     with hub.db.write() as s:
         _lock_uid(s, uid)
         versions = _versions(s, uid)  # again, now that no other writer of this UID runs

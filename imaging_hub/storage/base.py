@@ -39,8 +39,14 @@ def object_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> st
 class ObjectStore(Protocol):
     """A store of immutable objects addressed by derived keys."""
 
-    def put_file(self, key: str, source: Path, *, expected_sha256: str) -> StoredObject:
-        """Copy a local file durably under key; a no-op when key already holds the same bytes."""
+    def put_file(
+        self, key: str, source: Path, *, expected_sha256: str, link: bool = False
+    ) -> StoredObject:
+        """Copy a local file durably under key; a no-op when key already holds the same bytes.
+
+        link: the source is the hub's own file, never written again, with expected_sha256 just
+        computed from it; a backend may take it over (e.g. hard-link it) instead of copying.
+        """
         ...
 
     def open(self, key: str) -> BinaryIO:

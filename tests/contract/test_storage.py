@@ -100,3 +100,39 @@ def test_put_fsyncs_the_target_dir_and_every_ancestor_up_to_the_root(
     expected = chain[: chain.index(store.root) + 1]
     assert len(expected) >= 3  # series, study, root at least
     assert set(expected) <= set(synced)
+
+
+def test_an_owned_file_is_taken_over_and_survives_its_spool_name(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    """link=True (a receiver's spool file): stored without a copy, readable after the unlink."""
+    src, sha = _file(tmp_path, b"spooled" * 1000)
+    key = object_key("1.2", "1.3", "1.4", sha)
+    stored = store.put_file(key, src, expected_sha256=sha, link=True)
+    assert stored.created and stored.size == 7000 and stored.sha256 == sha
+    if isinstance(store, LocalStore):  # one filesystem: the same inode, no bytes copied
+        assert store.local_path(key).stat().st_ino == src.stat().st_ino
+    src.unlink()  # what pynetdicom does with its spool file after the handler returned
+    with store.open(key) as fh:
+        assert fh.read() == b"spooled" * 1000
+    again, _ = _file(tmp_path, b"spooled" * 1000)
+    assert not store.put_file(key, again, expected_sha256=sha, link=True).created
+    assert list(store.iter_keys()) == [key]
+
+
+def test_an_owned_file_on_another_filesystem_is_copied(tmp_path: Path) -> None:
+    """Where no hard link can be made (e.g. another filesystem), link=True copies."""
+    store = LocalStore(tmp_path / "store")
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second filesystem at /dev/shm")
+    src = shm / f"hub-test-{tmp_path.name}.bin"
+    src.write_bytes(b"elsewhere")
+    try:
+        sha = hashlib.sha256(b"elsewhere").hexdigest()
+        key = object_key("1.2", "1.3", "1.4", sha)
+        assert store.put_file(key, src, expected_sha256=sha, link=True).created
+        assert store.local_path(key).stat().st_ino != src.stat().st_ino
+        assert store.local_path(key).read_bytes() == b"elsewhere"
+    finally:
+        src.unlink()

@@ -9,7 +9,8 @@ contexts keep the hub's own order.
 
 Allowed statuses (PS3.4 C.4.3.1.4), besides the sub-operation replies of ``dicom_scp.retrieve``
 (0xFF00 Pending with counts; final 0x0000, 0xB000, 0xA702 or 0xFE00):
-- 0x0124 Refused: Not Authorized: the calling AE may not retrieve (an unknown AE never may).
+- 0x0124 Refused: Not Authorized: the calling AE may not retrieve (an unknown AE only may
+  under the ``all`` policy).
 - 0xA900 Identifier does not match SOP Class: bad QueryRetrieveLevel, a missing unique key.
 - 0xC000 Unable to process: a malformed UID. 0xA701: more than 65535 instances.
 - 0xC001: an unexpected error in the hub (logged, without PHI).

@@ -2,7 +2,8 @@
 
 Allowed statuses (PS3.4 C.4.2.1.5), besides the sub-operation replies of ``dicom_scp.retrieve``
 (0xFF00 Pending with counts; final 0x0000, 0xB000, 0xA702 or 0xFE00):
-- 0x0124 Refused: Not Authorized: the calling AE may not retrieve (an unknown AE never may).
+- 0x0124 Refused: Not Authorized: the calling AE may not retrieve (an unknown AE only may
+  under the ``all`` policy).
 - 0xA801 Refused: Move Destination unknown: not a known node with the ``move-destination``
   service and a host and port.
 - 0xA900 Identifier does not match SOP Class: bad QueryRetrieveLevel, a missing unique key.

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelMove,
@@ -159,7 +160,7 @@ def destination(
 
         ae = AE(ae_title="DEST")
         for cx in AllStoragePresentationContexts:
-            ae.add_supported_context(cx.abstract_syntax, ["1.2.840.10008.1.2.1"])
+            ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian])
         ae.add_supported_context(Verification)
         servers.append(
             ae.start_server(
@@ -324,6 +325,32 @@ def test_all_refused_is_a_failure(
     final = c_move(retrieve_hub.port, identifier("STUDY", StudyInstanceUID=study["study"]))[-1]
     assert final.Status == 0xA702 and counts(final)[1:] == (0, 5, 0)
     assert len(failed_list(final)) == 5
+
+
+def test_destination_without_the_stored_syntax_gets_little_endian(
+    retrieve_hub: RetrieveHub, destination: Any
+) -> None:
+    """JPEG Baseline and RLE instances go to a Little Endian only destination decoded in memory."""
+    uids = send_syntax_files(retrieve_hub)
+    stored = retrieve_hub.stored()
+    before = {uid: path.read_bytes() for uid, path in stored.items()}
+    syntaxes: dict[str, str] = {}
+
+    def answer(event: Any) -> int:
+        syntaxes[str(event.request.AffectedSOPInstanceUID)] = str(event.context.transfer_syntax)
+        return 0x0000
+
+    destination(answer)
+    header = dcmread(stored[uids[JPEGBaseline8Bit]], stop_before_pixels=True)
+    final = c_move(
+        retrieve_hub.port, identifier("STUDY", StudyInstanceUID=header.StudyInstanceUID)
+    )[-1]
+    assert final.Status == 0x0000 and counts(final)[1:] == (2, 0, 0)
+    assert syntaxes == {
+        uids[JPEGBaseline8Bit]: ExplicitVRLittleEndian,
+        uids[RLELossless]: ExplicitVRLittleEndian,
+    }
+    assert {uid: path.read_bytes() for uid, path in stored.items()} == before  # files unchanged
 
 
 def test_c_cancel(retrieve_hub: RetrieveHub, study: dict[str, Any], destination: Any) -> None:

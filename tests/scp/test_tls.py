@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +22,9 @@ from imaging_hub.config import load_settings
 from imaging_hub.db.models import StoredFile
 from imaging_hub.errors import ConfigError
 from imaging_hub.hub import Hub
+from tests.processes import Deployment
 from tests.scp.helpers import receiver_settings, receiving, stored_count
-from tests.support import testdata
+from tests.support import testdata, wait_for_port
 
 pytestmark = pytest.mark.dcmtk
 
@@ -192,3 +193,38 @@ def test_unusable_tls_files_stop_the_receiver_at_start(tmp_path: Path, pki: Pki)
     settings = receiver_settings(tmp_path, dicom_tls_cert=pki.hub_cert, dicom_tls_key=pki.ca)
     with pytest.raises(ConfigError, match="HUB_DICOM_TLS_CERT"), receiving(settings):
         pass
+
+
+def test_scp_command_speaks_tls_from_environment_settings(
+    deploy: Callable[..., Deployment], pki: Pki
+) -> None:
+    """`imaging-hub scp` as a process, TLS configured by HUB_DICOM_TLS_* variables."""
+    d = deploy(None, None)
+    d.env.update(
+        HUB_DICOM_PROCESSES="1",
+        HUB_DICOM_TLS_CERT=str(pki.hub_cert),
+        HUB_DICOM_TLS_KEY=str(pki.hub_key),
+        HUB_DICOM_TLS_CA=str(pki.ca),
+    )
+    d.start("scp")
+    wait_for_port(d.settings.dicom_port, timeout=30)
+    port = str(d.settings.dicom_port)
+    client = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca)]
+    src = str(testdata("CT_small.dcm"))
+    store = subprocess.run(
+        ["storescu", *client, "-aec", "IMAGING_HUB", "127.0.0.1", port, src],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=DCMTK_ENV,
+    )
+    assert store.returncode == 0, store.stderr + d.logs()
+    plain = subprocess.run(
+        ["echoscu", "-aec", "IMAGING_HUB", "127.0.0.1", port], capture_output=True, timeout=60
+    )
+    assert plain.returncode != 0
+    hub = d.hub()
+    try:
+        assert stored_count(hub) == 1
+    finally:
+        hub.close()

@@ -254,11 +254,6 @@ index = test_find.index
 
 
 @pytest.mark.dcmtk
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # only the missing event; a broken setup fails
-    reason="dicom_scp/find.py writes no audit event for C-FIND (reported, not fixed)",
-)
 def test_a_dimse_c_find_writes_an_audit_event_naming_the_ae_title(index: Index) -> None:
     """C-FIND by a known node is a query of patient data (PS3.15 A.5.3.12): audited by AE title."""
     last = _last_id(index.hub)
@@ -269,3 +264,19 @@ def test_a_dimse_c_find_writes_an_audit_event_naming_the_ae_title(index: Index) 
         ("KNOWN", audit.ACTOR_KIND_AET, audit.QUERY)
     ]
     assert events[0].source_address == "127.0.0.1"
+
+
+@pytest.mark.dcmtk
+def test_refused_and_malformed_c_finds_are_audited_as_failures(index: Index) -> None:
+    """A C-FIND the hub refuses is audited too, with its status and no matches."""
+    last = _last_id(index.hub)
+    _, refused = c_find(index.port, query("STUDY", StudyInstanceUID=""), aet="STRANGER")
+    _, malformed = c_find(index.port, query("STUDY", StudyDate="2024-13"))
+    assert (refused, malformed) == (0x0124, 0xC000)
+    events = _events_after(index.hub, last)[::-1]  # oldest first
+    assert [(e.actor, e.action, e.outcome) for e in events] == [
+        ("STRANGER", audit.QUERY, audit.FAILURE),
+        ("KNOWN", audit.QUERY, audit.SERIOUS_FAILURE),
+    ]
+    assert [e.detail["status"] for e in events] == ["0x0124", "0xC000"]
+    assert all(e.detail["matches"] == 0 for e in events)

@@ -145,7 +145,7 @@ def test_pdf_report_on_a_study_becomes_an_encapsulated_pdf_instance(hub, client,
 
 def test_pdf_report_on_a_patient_is_kept_without_an_instance(hub, client, corpus):
     mrn = mrn_of(client, corpus["D"])
-    response = upload(client, title="Outside letter", mrn=mrn)
+    response = upload(client, title="Outside letter", mrn=mrn, study_uid="")  # as a form sends
     assert response.status_code == 201, response.text
     item = response.json()
     assert item["study_uid"] is None and item["sop_instance_uid"] is None
@@ -171,6 +171,7 @@ def test_bad_pdf_uploads_are_4xx_with_a_reason(hub, client, corpus):
     refused(upload(client, title="x", study_uid="1.2.x"), 400, "not a valid UID")
     refused(upload(client, title="x", mrn="H000"), 404, "no patient")
     refused(upload(client, title="x"), 400, "patient or a study")
+    refused(upload(client, title="x", mrn="", study_uid=""), 400, "patient or a study")
     other = mrn_of(client, corpus["C"])
     refused(upload(client, title="x", mrn=other, study_uid=corpus["A"]), 400, "not a study of")
     refused(upload(client, title="   ", mrn=mrn), 400, "title")

@@ -137,6 +137,7 @@ async def upload_report(
     study_uid: Annotated[str | None, Form(max_length=64)] = None,
 ) -> RecordItem:
     """Upload a PDF report; on a study it also becomes an Encapsulated PDF instance there."""
+    mrn, study_uid = mrn or None, study_uid or None  # an HTML form sends empty fields
     with tempfile.TemporaryDirectory(dir=hub.settings.data_dir) as tmp:
         path = Path(tmp) / "report.pdf"
         await _save_upload(file, path, max_pdf_bytes(hub.settings))

@@ -83,6 +83,8 @@ def test_bad_search_parameters(client, corpus):
         "/api/patients", params={"born_from": "1990-01-01", "born_to": "1980-01-01"}
     )
     refused(backwards, 400, "ends before it starts")
+    both = client.get("/api/patients", params={"birth_date": "1980-01-15", "born_to": "1990-01-01"})
+    refused(both, 400, "not both")
     refused(client.get("/api/patients", params={"name": "Doe\x00"}), 400, "control characters")
     refused(client.get("/api/patients", params={"patient_id": "P\x1f"}), 400, "control characters")
     assert client.get("/api/patients", params={"birth_date": "15.01.1980"}).status_code == 422

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from imaging_hub.catalog import (
     PatientFilters,
@@ -58,6 +58,8 @@ def list_patients(
     offset: Offset = 0,
 ) -> list[PatientItem]:
     """Patients matching every given filter, by name unless another order is asked."""
+    if birth_date and (born_from or born_to):
+        raise HTTPException(400, "give birth_date or born_from/born_to, not both")
     born = date_range(birth_date, birth_date) if birth_date else date_range(born_from, born_to)
     filters = PatientFilters(
         name=f"{name.rstrip('*')}*" if name else None,

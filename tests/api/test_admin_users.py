@@ -97,6 +97,10 @@ def test_disable_and_enable(hub, admin):
     assert log_in(admin, "dr.grey").status_code == 200
     for action in ("disable", "enable"):
         refused(admin.post(f"/api/admin/users/nobody/{action}"), 404, "no user")
+    refused(admin.post("/api/admin/users/nobody!/disable"), 400, "invalid username")
+    # An admin cannot lock themselves out.
+    refused(admin.post("/api/admin/users/ROOT/disable"), 400, "own account")
+    assert not get_user(hub.db, "root").disabled
 
 
 def test_reset_password(hub, admin):

@@ -17,6 +17,7 @@ from imaging_hub.auth import (
     reset_password,
     set_disabled,
 )
+from imaging_hub.auth.users import normalize_username
 from viewer_api.auth import CurrentUser, require_role
 from viewer_api.deps import HubDep
 from viewer_api.rest.schemas import bad_input
@@ -97,8 +98,10 @@ def admin_add_user(body: UserIn, hub: HubDep, admin: CurrentUser) -> UserItem:
 
 @router.post("/users/{username}/disable", response_model=UserItem, responses=_ERRORS)
 def admin_disable_user(username: str, hub: HubDep, admin: CurrentUser) -> UserItem:
-    """Disable an account: its sign-ins and tokens stop working at once."""
+    """Disable an account: its sign-ins and tokens stop working at once (not one's own)."""
     with bad_input():
+        if normalize_username(username) == admin.username:
+            raise ValueError("an admin may not disable their own account")
         return UserItem.of(set_disabled(hub.db, username, True, actor=admin.username))
 
 

@@ -6,16 +6,19 @@ radiographs (2500 x 3000, 14 of 16 bits, every fourth MONOCHROME1), and radiogra
 both dcmtk's dcmcjpeg). Then, in one run:
 
 (a) each render job through the worker's own code (``imaging_hub.work.run_job``) in this
-    process, timing its CPU per instance; and ``imaging-hub serve`` (receiver, API, worker)
-    receiving the MR series with storescu: seconds from the last acknowledged C-STORE until
-    every thumbnail of the series is ready, then every other file, with the worker's CPU;
+    process, timing its CPU per instance (process CPU: OpenJPEG decodes on several threads),
+    and the CPU of each step on one file of each kind; and ``imaging-hub serve`` (receiver,
+    API, worker) receiving the MR series with storescu: seconds from the last acknowledged
+    C-STORE until every thumbnail of the series is ready, then every other file, with the
+    worker's CPU;
 (b) HTTP GETs with keep-alive (httpx) of the hub's stored thumbnail and preview, the hub's
     DICOMweb ``/rendered``, and Orthanc's ``/instances/{id}/preview`` (JPEG and PNG) and
     DICOMweb ``/rendered`` for the same instances (Orthanc 1.10 + DICOMweb plugin, on
-    127.0.0.1 with a temp dir);
-(c) ``imaging-hub worker``'s peak RSS while it renders a 3000 x 3000 16-bit radiograph and a
-    500-frame instance (256 x 256 x 16 bit), and bytes read and memory of rendering that
-    instance's middle frame alone vs decoding the whole pixel data.
+    127.0.0.1 with a temp dir), in interleaved rounds so that both see the same machine load;
+(c) ``imaging-hub worker``'s peak RSS while it renders a 3000 x 3000 16-bit radiograph, a
+    JPEG 2000 radiograph and 500-frame instances (256 x 256 x 16 bit, native and RLE), and
+    the bytes read and memory of rendering such an instance's middle frame in a fresh process
+    vs decoding its whole pixel data.
 
     .venv/bin/python bench/previews.py
 """
@@ -70,7 +73,7 @@ def worker_cpu(
     data_dir: Path, groups: dict[str, list[Path]]
 ) -> dict[str, list[tuple[float, float]]]:
     """Store and index every file through the core, then run each render job as the worker
-    does, in this thread; (CPU ms, wall ms) per job, by group."""
+    does, in this process; (CPU ms of every thread, wall ms) per job, by group."""
     settings = Settings(data_dir=data_dir, storage_min_free_bytes=0)
     data_dir.mkdir(parents=True)
     upgrade(settings.resolved_database_url)
@@ -85,9 +88,9 @@ def worker_cpu(
             for job_id, _ in batch:
                 with hub.db.read() as s:
                     job = s.execute(select(Job.kind, Job.payload).where(Job.id == job_id)).one()
-                cpu, wall = time.thread_time(), time.perf_counter()
+                cpu, wall = time.process_time(), time.perf_counter()
                 run_job(hub, job_id, owner="bench")
-                cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 if job.kind == "render":
                     name = group_of[job.payload["sop_instance_uid"]]
                     times.setdefault(name, []).append((cpu * 1000, wall * 1000))
@@ -190,21 +193,6 @@ def cpu_seconds(p: psutil.Process) -> float:
 
 
 # (b) serving ---------------------------------------------------------------------------------
-
-
-def get_times(client: httpx.Client, url: str, accept: str, repeat: int) -> tuple[list[float], int]:
-    """Milliseconds of repeat GETs after 3 warm-ups, and the size of the answer."""
-    headers = {"Accept": accept}
-    for _ in range(3):
-        client.get(url, headers=headers).raise_for_status()
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        answer = client.get(url, headers=headers)
-        runs.append((time.perf_counter() - start) * 1000)
-        answer.raise_for_status()
-        assert answer.headers["content-type"].startswith(accept.split(",")[0].split(";")[0])
-    return runs, len(answer.content)
 
 
 def orthanc_id(client: httpx.Client, base_url: str, sop: str) -> str:
@@ -334,18 +322,18 @@ def stages(path: Path, repeat: int = 7) -> dict[str, float]:
 
     runs: dict[str, list[float]] = {}
     for _ in range(repeat):
-        marks = [time.thread_time()]
+        marks = [time.process_time()]
         has_pixels(path)
-        marks.append(time.thread_time())
+        marks.append(time.process_time())
         frame = read_frame(path)
-        marks.append(time.thread_time())
+        marks.append(time.process_time())
         image = render_pixels(frame.pixels, frame.attributes, RenderOptions())
-        marks.append(time.thread_time())
+        marks.append(time.process_time())
         preview = fit(image, 1024, 1024)
-        marks.append(time.thread_time())
+        marks.append(time.process_time())
         encode(fit(preview, 256, 256), ImageFormat.JPEG)
         encode(preview, ImageFormat.JPEG)
-        marks.append(time.thread_time())
+        marks.append(time.process_time())
         names = ("header", "decode", "pipeline", "scale 1024", "scale 256 + 2 JPEGs")
         for name, begin, end in zip(names, marks, marks[1:], strict=False):
             runs.setdefault(name, []).append((end - begin) * 1000)
@@ -356,7 +344,7 @@ def part_serve(
     work: Path, groups: dict[str, list[Path]], args: argparse.Namespace
 ) -> dict[str, object]:
     """Through ``imaging-hub serve``: MR thumbnails after the last C-STORE, then every other
-    file with the worker's CPU, then HTTP timings of the hub."""
+    file with the worker's CPU; then HTTP timings of the hub and Orthanc, interleaved."""
     data = work / "hub"
     mr = groups[MR_SERIES]
     rest = [p for k, v in groups.items() if k.startswith("DX") for p in v]
@@ -376,26 +364,63 @@ def part_serve(
         done = wait_ready(data, {sop_of(p) for p in rest}, 1800, alive)
         out["rest"] = (len(rest), done - start, cpu_seconds(worker) - cpu)
         out["worker_hwm"] = proc_status(worker.pid)["VmHWM"] / 1024
-        failed = [s for s, state in states(data).items() if state != "ready"]
-        out["failed"] = failed
+        out["failed"] = [s for s, state in states(data).items() if state != "ready"]
+        print_serve(out)
         token = httpx.post(
             f"{base_url}/api/auth/token", data={"username": "bench", "password": PASSWORD}
         ).json()["access_token"]
-        http: dict[str, tuple[list[float], int]] = {}
-        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
-            for label, path in examples(groups):
-                sop = sop_of(path)
-                for kind in ("thumbnail", "preview"):
-                    url = f"{base_url}/api/instances/{sop}/{kind}"
-                    http[f"{label}: hub {kind} (stored)"] = get_times(
-                        client, url, "image/jpeg", args.repeat
-                    )
-                url = f"{base_url}/dicomweb/{wado_path(path)}/rendered"
-                http[f"{label}: hub DICOMweb rendered"] = get_times(
-                    client, url, "image/jpeg", args.orthanc_repeat
-                )
-        out["http"] = http
+        with orthanc(work / "orthanc") as peer:
+            assert peer.dicom_port is not None
+            sent = [p for k, v in groups.items() if k.startswith(("MR", "DX")) for p in v]
+            storescu(peer.dicom_port, sent, "ORTHANC")
+            out["http"] = part_http(groups, base_url, token, peer.dicomweb, args)
     return out
+
+
+def part_http(
+    groups: dict[str, list[Path]], hub: str, token: str, dicomweb: str, args: argparse.Namespace
+) -> dict[str, tuple[list[float], int]]:
+    """GETs of the hub's and Orthanc's images, interleaved round by round (same machine load)."""
+    auth = {"Authorization": f"Bearer {token}"}
+    orthanc_url = dicomweb.removesuffix("/dicom-web")
+    # name -> (client headers, url, accept, repeat)
+    plan: dict[str, tuple[dict[str, str], str, str, int]] = {}
+    with httpx.Client(timeout=120) as client:
+        for label, path in examples(groups):
+            sop = sop_of(path)
+            for kind in ("thumbnail", "preview"):
+                url = f"{hub}/api/instances/{sop}/{kind}"
+                plan[f"{label}: hub {kind} (stored)"] = (auth, url, "image/jpeg", args.repeat)
+            url = f"{hub}/dicomweb/{wado_path(path)}/rendered"
+            plan[f"{label}: hub DICOMweb rendered"] = (auth, url, "image/jpeg", args.slow_repeat)
+            oid = orthanc_id(client, orthanc_url, sop)
+            for accept, name in (("image/jpeg", "JPEG"), ("image/png", "PNG")):
+                url = f"{orthanc_url}/instances/{oid}/preview"
+                plan[f"{label}: Orthanc preview {name}"] = ({}, url, accept, args.slow_repeat)
+            url = f"{dicomweb}/{wado_path(path)}/rendered"
+            plan[f"{label}: Orthanc DICOMweb rendered"] = ({}, url, "image/jpeg", args.slow_repeat)
+    # The floor: a route without access check, database or audit event.
+    plan["hub /healthz (for reference)"] = (auth, f"{hub}/healthz", "application/json", args.repeat)
+    runs: dict[str, list[float]] = {name: [] for name in plan}
+    sizes: dict[str, int] = {}
+    with httpx.Client(timeout=120) as hub_client, httpx.Client(timeout=120) as peer_client:
+        for headers, url, accept, _ in plan.values():  # 3 warm-ups each
+            client = hub_client if headers else peer_client
+            for _ in range(3):
+                client.get(url, headers={**headers, "Accept": accept}).raise_for_status()
+        rounds = max(repeat for *_, repeat in plan.values())
+        for i in range(rounds):
+            for name, (headers, url, accept, repeat) in plan.items():
+                if i % (rounds // repeat) or len(runs[name]) >= repeat:
+                    continue  # a slow resource: fetched every (rounds / repeat)-th round
+                client = hub_client if headers else peer_client
+                start = time.perf_counter()
+                answer = client.get(url, headers={**headers, "Accept": accept})
+                runs[name].append((time.perf_counter() - start) * 1000)
+                answer.raise_for_status()
+                assert answer.headers["content-type"].startswith(accept)
+                sizes[name] = len(answer.content)
+    return {name: (runs[name], sizes[name]) for name in plan}
 
 
 def examples(groups: dict[str, list[Path]]) -> list[tuple[str, Path]]:
@@ -406,31 +431,6 @@ def examples(groups: dict[str, list[Path]]) -> list[tuple[str, Path]]:
     ]
 
 
-def part_orthanc(
-    work: Path, groups: dict[str, list[Path]], args: argparse.Namespace
-) -> dict[str, tuple[list[float], int]]:
-    """Orthanc's preview (JPEG, PNG) and DICOMweb rendered for the same instances."""
-    http: dict[str, tuple[list[float], int]] = {}
-    with orthanc(work / "orthanc") as peer:
-        assert peer.dicom_port is not None
-        sent = [p for k, v in groups.items() if k.startswith(("MR", "DX")) for p in v]
-        storescu(peer.dicom_port, sent, "ORTHANC")
-        base_url = peer.dicomweb.removesuffix("/dicom-web")
-        with httpx.Client(timeout=120) as client:
-            for label, path in examples(groups):
-                oid = orthanc_id(client, base_url, sop_of(path))
-                url = f"{base_url}/instances/{oid}/preview"
-                for accept, name in (("image/jpeg", "JPEG"), ("image/png", "PNG")):
-                    http[f"{label}: Orthanc preview {name}"] = get_times(
-                        client, url, accept, args.orthanc_repeat
-                    )
-                url = f"{peer.dicomweb}/{wado_path(path)}/rendered"
-                http[f"{label}: Orthanc DICOMweb rendered"] = get_times(
-                    client, url, "image/jpeg", args.orthanc_repeat
-                )
-    return http
-
-
 def main() -> None:
     """Generate, measure, print each part as it ends."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -438,7 +438,7 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=5, help="radiographs per compressed kind")
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=200, help="GETs of stored previews")
-    parser.add_argument("--orthanc-repeat", type=int, default=20, help="GETs rendered on request")
+    parser.add_argument("--slow-repeat", type=int, default=20, help="GETs rendered on request")
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
     args = parser.parse_args()
     configure_logging("WARNING")
@@ -452,9 +452,7 @@ def main() -> None:
         print(f"generated {count} files in {seconds:.0f} s", flush=True)
         cpu = part_a(work, groups)
         print_a(cpu, {k: stages(groups[k][0]) for k in groups if k.startswith("DX")})
-        served = part_serve(work, groups, args)
-        print_serve(served)
-        print_b({**served["http"], **part_orthanc(work, groups, args)})  # type: ignore[dict-item]
+        print_b(part_serve(work, groups, args)["http"])  # type: ignore[arg-type]
         big, frames = groups["3000x3000"][0], groups["multi-frame"]
         files = [("3000x3000 16-bit radiograph", big)]
         files += [(f"2500x3000 {k}", groups[f"DX 2500x3000 {k}"][0]) for k in ("j2k-lossless",)]
@@ -467,7 +465,7 @@ def main() -> None:
 
 def print_a(cpu: dict[str, list[tuple[float, float]]], steps: dict[str, dict[str, float]]) -> None:
     """Print the render jobs' CPU per instance and the target."""
-    print("\n(a) render job (thumbnail + preview) per instance, worker code in one thread")
+    print("\n(a) render job (thumbnail + preview) per instance, the worker's code in this process")
     print(f"{'instances':<44}{'n':>4}{'CPU ms':>9}{'p95':>9}{'wall ms':>9}")
     for name, runs in cpu.items():
         print(row(name, [c for c, _ in runs]) + f"{statistics.median(w for _, w in runs):>9.1f}")

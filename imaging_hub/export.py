@@ -6,8 +6,8 @@ whatever the study's size, and the total size is known before the first byte (an
 ``Content-Length``). Layouts:
 
 - ``files``: ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``;
-- ``dicomdir``: PS3.10 media, a DICOMDIR (built with pydicom's ``FileSet`` from the headers
-  only) and the files under their File IDs (``PT000000/ST000000/SE000000/IM000000``);
+- ``dicomdir``: PS3.10 media, a DICOMDIR (built by :mod:`imaging_hub.dicom.dicomdir` from the
+  headers only) and the files under their File IDs (``PT000000/ST000000/SE000000/IM000000``);
 - ``pdi``: the same, plus a README.TXT, as IHE PDI (ITI TF-1 15) media content asks.
 
 A directory record's type 1 keys that a file lacks (often Instance Number, Series Number,
@@ -18,7 +18,6 @@ to the files (the ZIP carries the originals as received).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,12 +25,12 @@ from pathlib import Path
 
 import structlog
 from pydicom import Dataset, dcmread
-from pydicom.fileset import FileSet
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from zipstream import ZIP_STORED, ZipStream
 
 from imaging_hub.db.models import Instance, Series, StoredFile, Study
+from imaging_hub.dicom.dicomdir import DicomDir
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import NotFound, TooLarge
 from imaging_hub.hub import Hub
@@ -180,23 +179,19 @@ def _positions(files: list[ExportFile]) -> list[tuple[int, int, int]]:
 
 def _dicomdir(files: list[ExportFile]) -> tuple[bytes, dict[str, str]]:
     """A DICOMDIR for files (from their headers) and each listed SOP Instance UID's File ID."""
-    fileset = FileSet()
+    media = DicomDir()
     ids: dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for f, numbers in zip(files, _positions(files), strict=True):
-            header = dcmread(f.path, stop_before_pixels=True)
+    for f, numbers in zip(files, _positions(files), strict=True):
+        header = dcmread(f.path, stop_before_pixels=True)
+        try:
             try:
-                try:
-                    instance = fileset.add(header)
-                except ValueError:  # a record key is missing or empty: fill it, try again
-                    _fill_record_keys(header, numbers)
-                    instance = fileset.add(header)
-            except (ValueError, KeyError, AttributeError) as exc:
-                log.info("dicomdir_skipped", sop_instance_uid=f.sop_instance_uid, error=str(exc))
-                continue
-            ids[f.sop_instance_uid] = str(instance.FileID)
-        fileset.write(tmp)
-        return (Path(tmp) / "DICOMDIR").read_bytes(), ids
+                ids[f.sop_instance_uid] = media.add(header)
+            except ValueError:  # a record key is missing or empty: fill it, try again
+                _fill_record_keys(header, numbers)
+                ids[f.sop_instance_uid] = media.add(header)
+        except (ValueError, KeyError, AttributeError) as exc:
+            log.info("dicomdir_skipped", sop_instance_uid=f.sop_instance_uid, error=str(exc))
+    return media.encode(), ids
 
 
 def _arcname(f: ExportFile, layout: Layout, ids: dict[str, str]) -> str:

@@ -117,9 +117,10 @@ class RssSampler:
 
 @dataclass
 class Download:
-    """One streamed answer: how long it took, its length, and both ends of it."""
+    """One streamed answer: how long it took (to the end, to its headers), its length, both ends."""
 
     seconds: float
+    first: float
     size: int
     announced: int
     head: bytes
@@ -137,8 +138,9 @@ def download(client: httpx.Client, pid: int, method: str, url: str, **kw: Any) -
     head = bytearray()
     tail: collections.deque[bytes] = collections.deque()
     kept = size = 0
+    start = time.perf_counter()
     with RssSampler(pid) as rss, client.stream(method, url, **kw) as answer:
-        start = time.perf_counter()
+        first = time.perf_counter() - start
         answer.raise_for_status()
         for chunk in answer.iter_raw():
             size += len(chunk)
@@ -150,7 +152,7 @@ def download(client: httpx.Client, pid: int, method: str, url: str, **kw: Any) -
                 kept -= len(tail.popleft())
         seconds = time.perf_counter() - start
         announced = int(answer.headers.get("content-length", -1))
-    return Download(seconds, size, announced, bytes(head), b"".join(tail), rss.samples)
+    return Download(seconds, first, size, announced, bytes(head), b"".join(tail), rss.samples)
 
 
 class Ends(io.RawIOBase):
@@ -301,7 +303,7 @@ def main() -> None:
         disk = cat_rate(list(stored.values()), args.repeat)
     print(f"{args.slices}-slice CT study in {args.series} series, {mb:.1f} MB of stored files")
     print(f"({loading})\n")
-    print(f"{'download':<42}{'MB/s':>7}{'answer MB':>11}{'peak RSS MB':>13}")
+    print(f"{'download':<42}{'MB/s':>7}{'1st byte s':>11}{'answer MB':>11}{'peak RSS MB':>13}")
     names = {
         "files": "ZIP, folders (GET .../download)",
         "dicomdir": "ZIP, DICOMDIR (POST /api/downloads)",
@@ -310,9 +312,10 @@ def main() -> None:
     for key, label in names.items():
         ds = runs[key]
         rate = statistics.median(d.rate for d in ds)
+        first = statistics.median(d.first for d in ds)
         peak = max(max(d.rss) for d in ds)
-        print(f"{label:<42}{rate:>7.0f}{ds[0].size / MB:>11.1f}{peak:>13.0f}")
-    print(f"{'cat of the stored files (warm cache)':<42}{disk:>7.0f}{mb:>11.1f}")
+        print(f"{label:<42}{rate:>7.0f}{first:>11.2f}{ds[0].size / MB:>11.1f}{peak:>13.0f}")
+    print(f"{'cat of the stored files (warm cache)':<42}{disk:>7.0f}{'':>11}{mb:>11.1f}")
     zips = [d for key in ("files", "dicomdir") for d in runs[key]]
     peak = max(max(d.rss) for d in zips)
     samples = sum(len(d.rss) for d in zips)

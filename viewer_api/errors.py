@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from imaging_hub.errors import (
     AccountDisabled,
@@ -77,6 +78,18 @@ def _headers(exc: HubError, status: int) -> dict[str, str]:
     return headers
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    """Answer a value the database refuses (SQLSTATE class 22) with 400: it came from the request.
+
+    PostgreSQL takes no NUL character in a text and no integer beyond 64 bits; the statement
+    failed, so nothing was changed.
+    """
+    assert isinstance(exc, DataError)
+    log.warning("request_refused_by_database", path=request.url.path, error=type(exc.orig).__name__)
+    detail = "a value cannot be searched or stored (a NUL character, or a number out of range)"
+    return JSONResponse({"detail": detail}, status_code=400)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """Answer malformed parameters with a JSON list of what is wrong (400 under /dicomweb)."""
     assert isinstance(exc, RequestValidationError)
@@ -88,3 +101,4 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the error handlers on app."""
     app.add_exception_handler(HubError, _hub_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DataError, _data_error)

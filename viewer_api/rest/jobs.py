@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from imaging_hub.auth import Role
 from imaging_hub.db.models import JobState
@@ -36,7 +37,9 @@ class JobOut(BaseModel):
 class RetryIn(BaseModel):
     """Which failed jobs to re-run; all failed jobs when job_ids is omitted."""
 
-    job_ids: list[int] | None = None
+    job_ids: list[Annotated[int, Field(ge=1, le=2**62)]] | None = Field(
+        default=None, max_length=10_000
+    )
 
 
 class RetryOut(BaseModel):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["Database", "make_engine"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Seconds between tries to take SQLite's write lock (BEGIN IMMEDIATE).
+SQLITE_LOCK_RETRY = 0.0005
 
 
 def _is_sqlite(url: str) -> bool:
@@ -49,13 +53,36 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
-    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+        if immediate:
+            _begin_immediate(conn.connection.driver_connection)
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _begin_immediate(dbapi_conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, tried again every SQLITE_LOCK_RETRY s for up to the busy timeout.
+
+    SQLite's own busy handler sleeps 1, 2, 5 … 100 ms between tries, so a short write (a
+    receiver's, a few ms) waited up to 100 ms after another process released the lock, and
+    lost it again to writers that happened to wake first.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(SQLITE_LOCK_RETRY)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 class Database:

@@ -36,6 +36,7 @@ from dicom_scp.retrieve import (
     audit_retrieve,
     final_reply,
     hub_retrieve_handler,
+    no_delay,
     run_suboperations,
 )
 from dicom_scp.status import NOT_AUTHORIZED, retrieve_failure
@@ -109,6 +110,7 @@ def handle_get(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
         yield finish(Reply.refusal(status, comment))
         return
     counts = Counts(remaining=len(found.items))
+    no_delay(event.assoc)
     yield from run_suboperations(event, hub, event.assoc, found.items, counts)
     reply = final_reply(counts)
     log.info(

@@ -29,9 +29,11 @@ from dicom_scp.access import Access
 from dicom_scp.retrieve import (
     Counts,
     Reply,
+    StoreChannel,
     audit_retrieve,
     final_reply,
     hub_retrieve_handler,
+    no_delay,
     run_suboperations,
 )
 from dicom_scp.status import MOVE_DESTINATION_UNKNOWN, NOT_AUTHORIZED, retrieve_failure
@@ -96,13 +98,24 @@ def handle_move(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
         yield finish(Reply.refusal(status, comment))
         return
     counts = Counts(remaining=len(found.items))
+    no_delay(event.assoc)  # pending responses go out at once
     if found.items:
         contexts = [
             build_context(sop, syntaxes) for sop, syntaxes in proposed_contexts(found.items)
         ]
         assert node.host is not None and node.port is not None
-        store = event.assoc.ae.associate(node.host, node.port, contexts=contexts, ae_title=node.aet)
-        if not store.is_established:
+        channel = StoreChannel(timeout=hub.settings.dicom_idle_timeout)
+        store = event.assoc.ae.associate(
+            node.host,
+            node.port,
+            contexts=contexts,
+            ae_title=node.aet,
+            evt_handlers=channel.handlers(),
+        )
+        channel.assoc = store
+        if store.is_established:
+            no_delay(store)
+        else:
             log.info("move_destination_unreachable", calling_aet=calling, destination=node.aet)
         originator = (calling, int(event.request.MessageID))
         try:
@@ -112,6 +125,7 @@ def handle_move(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
                 store if store.is_established else None,
                 found.items,
                 counts,
+                send=channel.send,
                 originator=originator,
             )
         finally:

@@ -383,3 +383,19 @@ def test_concurrent_moves(retrieve_hub: RetrieveHub, study: dict[str, Any], stor
     for t in threads:
         t.join(timeout=120)
     assert finals == [0, 0, 0]
+
+
+def test_many_instances_arrive_whole_and_quickly(
+    retrieve_hub: RetrieveHub, storescp: Path, tmp_path: Path
+) -> None:
+    """200 sub-operations in a row: none waits for a response taken by another thread."""
+    paths = make_study(tmp_path / "many", 200, PatientID="P-MANY")
+    storescu(retrieve_hub.port, *paths, aet=RETRIEVER)
+    index_received(retrieve_hub.hub)
+    study_uid = str(dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
+    started = time.monotonic()
+    final = c_move(retrieve_hub.port, identifier("STUDY", StudyInstanceUID=study_uid))[-1]
+    elapsed = time.monotonic() - started
+    assert final.Status == 0x0000 and counts(final)[1:] == (200, 0, 0)
+    assert len(received(storescp)) == 200
+    assert elapsed < 30  # a lost response would stall for the 60 s DIMSE timeout

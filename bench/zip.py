@@ -320,8 +320,8 @@ def main() -> None:
     peak = max(max(d.rss) for d in zips)
     samples = sum(len(d.rss) for d in zips)
     print(f"\nmedian of {args.repeat} runs each; RSS in MiB, {samples} samples during the ZIPs")
-    print(f"API RSS before the downloads: {idle[0]:.0f} MB (VmHWM {idle[1]:.0f} MB, from start-up);"
-          f" peak during ZIP downloads: {peak:.0f} MB; VmHWM at the end: {hwm:.0f} MB")  # fmt: skip
+    print(f"API RSS before the downloads: {idle[0]:.0f} MB (VmHWM {idle[1]:.0f} MB, sign-in)")
+    print(f"API peak RSS during ZIP downloads: {peak:.0f} MB; VmHWM at the end: {hwm:.0f} MB")
     print("checks: " + "; ".join(dict.fromkeys(checks)))
     verdict = "under" if peak < args.limit_mb else "NOT under"
     print(f"peak RSS during ZIP downloads {verdict} {args.limit_mb:.0f} MB")

@@ -225,7 +225,7 @@ def stored_files(data_dir: Path, study: str) -> dict[str, Path]:
         hub.close()
 
 
-def crc_and_size(path: Path) -> tuple[int, int]:
+def size_and_crc(path: Path) -> tuple[int, int]:
     """(size, CRC-32) of a file, as a ZIP entry lists them."""
     data = path.read_bytes()
     return len(data), zlib.crc32(data)
@@ -244,8 +244,7 @@ def api(work: Path) -> Iterator[tuple[Server, str, httpx.Client]]:
 def measure(
     work: Path, study: str, originals: dict[str, tuple[int, int]], repeat: int
 ) -> tuple[dict[str, list[Download]], tuple[float, float], float, list[str]]:
-    """Download the study repeat times each way: the downloads, idle RSS and VmHWM, the
-    VmHWM after, the checks."""
+    """The downloads of the study (repeat each way), RSS before, VmHWM after, ZIP checks."""
     runs: dict[str, list[Download]] = {"files": [], "dicomdir": [], "wado": []}
     checks = []
     with api(work) as (server, base, client):
@@ -297,7 +296,7 @@ def main() -> None:
         work = args.keep or Path(tmp)
         study, loading = prepare(work, args.slices, args.series)
         stored = stored_files(work / "hub", study)
-        originals = {uid: crc_and_size(path) for uid, path in stored.items()}
+        originals = {uid: size_and_crc(path) for uid, path in stored.items()}
         mb = sum(size for size, _ in originals.values()) / MB
         runs, idle, hwm, checks = measure(work, study, originals, args.repeat)
         disk = cat_rate(list(stored.values()), args.repeat)

@@ -36,10 +36,9 @@ from dicom_scp.retrieve import (
     audit_retrieve,
     final_reply,
     hub_retrieve_handler,
-    no_delay,
-    run_suboperations,
 )
 from dicom_scp.status import NOT_AUTHORIZED, retrieve_failure
+from dicom_scp.suboperations import no_delay, run_suboperations
 from imaging_hub.config import NodeService
 from imaging_hub.hub import Hub
 from imaging_hub.qr import Model

@@ -29,14 +29,12 @@ from dicom_scp.access import Access
 from dicom_scp.retrieve import (
     Counts,
     Reply,
-    StoreChannel,
     audit_retrieve,
     final_reply,
     hub_retrieve_handler,
-    no_delay,
-    run_suboperations,
 )
 from dicom_scp.status import MOVE_DESTINATION_UNKNOWN, NOT_AUTHORIZED, retrieve_failure
+from dicom_scp.suboperations import StoreChannel, no_delay, run_suboperations
 from imaging_hub.config import DicomNode, NodeService
 from imaging_hub.hub import Hub
 from imaging_hub.qr import Model

@@ -19,6 +19,7 @@ refusal without sub-operations (0x0124, 0xA801, 0xA900, 0xC000, 0xA701, 0xC001).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,19 +139,30 @@ class HubQueryRetrieveService(QueryRetrieveServiceClass):  # type: ignore[misc]
         """Send each reply of the bound handler until a final one (or the association ends)."""
         move = isinstance(req, C_MOVE)
         attrs = {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled}
+        replies: Any = None
         try:
-            for reply in evt.trigger(self.assoc, kind, attrs):
-                if not self.assoc.is_established:
+            replies = evt.trigger(self.assoc, kind, attrs)
+            for reply in replies:
+                if self._peer_gone():
+                    log.info("retrieve_abandoned", service=req.msg_type)
                     return
                 self._send(req, context, reply)
                 if reply.is_final:
                     return
+            log.error("retrieve_handler_without_final_reply", service=req.msg_type)
         except Exception:  # handlers are not expected to raise; the peer still gets an answer
-            log.exception("retrieve_handler_failed", service="C-MOVE" if move else "C-GET")
-            self._send(req, context, Reply(_MOVE_ERROR if move else _GET_ERROR))
-            return
-        if self.assoc.is_established:  # a handler that ended without a final reply
-            self._send(req, context, Reply(_MOVE_ERROR if move else _GET_ERROR))
+            log.exception("retrieve_handler_failed", service=req.msg_type)
+        finally:
+            if replies is not None and hasattr(replies, "close"):
+                replies.close()  # ends the handler: a C-MOVE releases its destination association
+        if not self._peer_gone():
+            with contextlib.suppress(Exception):  # the association may be going away
+                self._send(req, context, Reply(_MOVE_ERROR if move else _GET_ERROR))
+
+    def _peer_gone(self) -> bool:
+        """Tell whether the peer aborted or asked to release (before the waiting reactor knows)."""
+        acse = self.assoc.acse
+        return not self.assoc.is_established or acse.is_aborted() or acse.is_release_requested()
 
     def _send(self, req: C_MOVE | C_GET, context: PresentationContext, reply: Reply) -> None:
         """Encode one reply as the response primitive of req and send it."""

@@ -399,3 +399,30 @@ def test_many_instances_arrive_whole_and_quickly(
     assert final.Status == 0x0000 and counts(final)[1:] == (200, 0, 0)
     assert len(received(storescp)) == 200
     assert elapsed < 30  # a lost response would stall for the 60 s DIMSE timeout
+
+
+def test_mover_going_away_stops_the_move(
+    retrieve_hub: RetrieveHub, study: dict[str, Any], destination: Any
+) -> None:
+    """An abort by the mover ends the sub-operations; the hub keeps serving."""
+
+    def slow(event: Any) -> int:
+        time.sleep(0.3)
+        return 0x0000
+
+    got = destination(slow)
+    ae = AE(ae_title=RETRIEVER)
+    ae.add_requested_context(STUDY_ROOT)
+    assoc = ae.associate("127.0.0.1", retrieve_hub.port, ae_title="IMAGING_HUB")
+    ident = identifier("STUDY", StudyInstanceUID=study["study"])
+    for status, _ in assoc.send_c_move(ident, "DEST", STUDY_ROOT):
+        assert status.Status == 0xFF00
+        assoc.abort()
+        break
+    time.sleep(1.5)  # the five sub-operations would take 1.5 s
+    sent = len(got)
+    assert sent < 5
+    time.sleep(0.6)
+    assert len(got) == sent  # stopped, not going on unseen
+    final = c_move(retrieve_hub.port, ident)[-1]
+    assert final.Status == 0x0000 and counts(final)[1:] == (5, 0, 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import structlog
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (
@@ -66,6 +67,32 @@ def move_destination(access: Access, aet: str) -> DicomNode | None:
     return None
 
 
+def _open_destination(
+    event: Event, hub: Hub, node: DicomNode, found: RetrieveSet
+) -> tuple[Association | None, StoreChannel]:
+    """A new association to the destination proposing the stored syntaxes (None: unreachable)."""
+    proposed = proposed_contexts(found.items)
+    contexts = [build_context(sop_class, syntaxes) for sop_class, syntaxes in proposed]
+    channel = StoreChannel(timeout=hub.settings.dicom_idle_timeout)
+    assert node.host is not None and node.port is not None
+    try:
+        store = event.assoc.ae.associate(
+            node.host,
+            node.port,
+            contexts=contexts,
+            ae_title=node.aet,
+            evt_handlers=channel.handlers(),
+        )
+    except Exception:  # an unknown host, say: like a refused connection
+        log.exception("move_destination_failed", destination=node.aet)
+        return None, channel
+    if not store.is_established:
+        return None, channel
+    channel.assoc = store
+    no_delay(store)
+    return store, channel
+
+
 @hub_retrieve_handler
 def handle_move(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
     """C-MOVE: resolve the identifier in the index, then send each instance to the destination."""
@@ -98,36 +125,21 @@ def handle_move(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
     counts = Counts(remaining=len(found.items))
     no_delay(event.assoc)  # pending responses go out at once
     if found.items:
-        contexts = [
-            build_context(sop, syntaxes) for sop, syntaxes in proposed_contexts(found.items)
-        ]
-        assert node.host is not None and node.port is not None
-        channel = StoreChannel(timeout=hub.settings.dicom_idle_timeout)
-        store = event.assoc.ae.associate(
-            node.host,
-            node.port,
-            contexts=contexts,
-            ae_title=node.aet,
-            evt_handlers=channel.handlers(),
-        )
-        channel.assoc = store
-        if store.is_established:
-            no_delay(store)
-        else:
+        store, channel = _open_destination(event, hub, node, found)
+        if store is None:
             log.info("move_destination_unreachable", calling_aet=calling, destination=node.aet)
-        originator = (calling, int(event.request.MessageID))
         try:
             yield from run_suboperations(
                 event,
                 hub,
-                store if store.is_established else None,
+                store,
                 found.items,
                 counts,
                 send=channel.send,
-                originator=originator,
+                originator=(calling, int(event.request.MessageID)),
             )
         finally:
-            if store.is_established:
+            if store is not None and store.is_established:
                 store.release()
     reply = final_reply(counts)
     log.info(

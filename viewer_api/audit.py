@@ -39,8 +39,9 @@ log = structlog.get_logger(__name__)
 #: Paths whose routes are audited.
 AUDITED_PREFIXES = ("/api/", "/dicomweb/", "/wado")
 
-#: Routes that read or change no patient data, so write no access event. Account, token and
-#: share link changes are audited by the core as security alerts where they happen.
+#: Routes that read or change no patient data, so write no access event. Account and token
+#: changes are audited by the core as security alerts where they happen. (Share links open
+#: patient data: their routes are audited here too, refusals included.)
 NOT_PATIENT_DATA = frozenset(
     {
         ("POST", "/api/auth/token"),
@@ -58,8 +59,6 @@ NOT_PATIENT_DATA = frozenset(
         ("GET", "/api/tokens"),
         ("POST", "/api/tokens"),
         ("DELETE", "/api/tokens/{token_id}"),
-        ("POST", "/api/share-links"),
-        ("DELETE", "/api/share-links/{link_id}"),
     }
 )
 

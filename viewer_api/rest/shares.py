@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, model_validator
 
 from imaging_hub.db.models import Role
@@ -26,6 +26,7 @@ from imaging_hub.sharing import (
     revoke_share_link,
     scope_study_uids,
 )
+from viewer_api.audit import AuditContext
 from viewer_api.auth import CurrentPrincipal, CurrentUser, require_role
 from viewer_api.deps import HubDep, ReadSession
 from viewer_api.rest.schemas import bad_input
@@ -95,6 +96,16 @@ class ShareLinkCreated(ShareLinkItem):
     download_url: str | None
 
 
+def _audited(request: Request, info: ShareInfo) -> ShareInfo:
+    """Tell the audit trail which study or patient the link opens."""
+    request.state.audit = AuditContext(
+        study_uids=[info.study_uid] if info.study_uid else [],
+        patient_record_id=info.patient_record_id,
+        detail={"share": info.public_id},
+    )
+    return info
+
+
 @router.post(
     "/share-links",
     response_model=ShareLinkCreated,
@@ -103,7 +114,7 @@ class ShareLinkCreated(ShareLinkItem):
     responses={400: {"description": "Bad input."}, 404: {"description": "No such study."}},
 )
 def create_link(
-    body: ShareLinkIn, response: Response, hub: HubDep, user: CurrentUser
+    body: ShareLinkIn, request: Request, response: Response, hub: HubDep, user: CurrentUser
 ) -> ShareLinkCreated:
     """Make a share link; the answer carries its token, which is not shown again."""
     with bad_input():
@@ -115,6 +126,7 @@ def create_link(
             patient_mrn=body.patient_mrn,
             label=body.label,
         )
+    _audited(request, info)
     response.headers["Cache-Control"] = "no-store"
     return ShareLinkCreated(
         **ShareLinkItem.of(info).model_dump(),
@@ -143,12 +155,11 @@ def list_links(
     dependencies=WRITERS,
     responses={404: {"description": "No such link (of mine)."}},
 )
-def revoke_link(link_id: str, hub: HubDep, user: CurrentUser) -> ShareLinkItem:
+def revoke_link(link_id: str, request: Request, hub: HubDep, user: CurrentUser) -> ShareLinkItem:
     """Revoke a share link at once (mine; an admin may revoke any)."""
     mine = None if user.role == Role.ADMIN else user.username
-    return ShareLinkItem.of(
-        revoke_share_link(hub.db, link_id, actor=user.username, created_by=mine)
-    )
+    info = revoke_share_link(hub.db, link_id, actor=user.username, created_by=mine)
+    return ShareLinkItem.of(_audited(request, info))
 
 
 class ShareScope(BaseModel):

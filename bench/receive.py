@@ -225,9 +225,11 @@ def hub(work: Path, processes: int | None, command: str = "serve") -> Iterator[R
     if processes:
         env["HUB_DICOM_PROCESSES"] = str(processes)
     port = int(env["HUB_DICOM_PORT"])
+    hub_cli = [sys.executable, "-m", "imaging_hub"]
+    subprocess.run([*hub_cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     with (work / "hub.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "imaging_hub", command],
+            [*hub_cli, command],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,7 +144,7 @@ class ReceiverObserver:
         except Exception:  # nothing raises out of a handler
             log.exception("association_not_logged")
 
-    def watch(self, is_serving: Any) -> None:
+    def watch(self, is_serving: Callable[[], bool]) -> None:
         """Write the metrics snapshot in the background while is_serving() is true."""
         self.metrics.run_flusher(is_serving)
 

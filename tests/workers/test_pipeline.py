@@ -66,8 +66,9 @@ def test_received_study_is_indexed_by_a_worker(deployment: Deployment, tmp_path:
         with hub.db.read() as s:
             study = s.execute(select(Study)).scalar_one()
         assert (study.num_series, study.num_instances) == (2, 5)
-        # Each instance: an index job, then a render job that made its previews.
-        assert wait_until(lambda: _job_states(hub) == {"done": 10}, timeout=30), _job_states(hub)
+        # Each instance: an index job, then a render job that made its previews; and one
+        # identity check for the one patient.
+        assert wait_until(lambda: _job_states(hub) == {"done": 11}, timeout=30), _job_states(hub)
         with hub.db.read() as s:
             states = set(s.execute(select(Instance.preview_state)).scalars())
         assert states == {PreviewState.READY}
@@ -98,7 +99,7 @@ def test_sigkilled_worker_loses_nothing(
         assert killed_at < 200, "the worker finished before it could be killed"
         d.start("worker")
         assert wait_until(lambda: _indexed(hub) == 200, timeout=120), d.logs()
-        assert wait_until(lambda: _job_states(hub) == {"done": 400}, timeout=120), _job_states(hub)
+        assert wait_until(lambda: _job_states(hub) == {"done": 401}, timeout=120), _job_states(hub)
         with hub.db.read() as s:
             study = s.execute(select(Study)).scalar_one()
             indexed_files = s.execute(
@@ -132,9 +133,9 @@ def test_broker_down_while_receiving(
     hub = d.hub()
     try:
         storescu(d.settings.dicom_port, study[0])
-        # Both of its jobs done (index, then render) means the worker consumes and its relay
-        # runs (it starts on worker_ready), and nothing of the first instance is still in flight.
-        assert wait_until(lambda: _job_states(hub) == {"done": 2}, timeout=60), d.logs()
+        # Its three jobs done (index, then identity and render) means the worker consumes and its
+        # relay runs (it starts on worker_ready), and nothing of the first instance is in flight.
+        assert wait_until(lambda: _job_states(hub) == {"done": 3}, timeout=60), d.logs()
         assert _indexed(hub) == 1
         private_redis.stop()
         storescu(d.settings.dicom_port, *study[1:])  # every send succeeds with the broker down
@@ -143,11 +144,11 @@ def test_broker_down_while_receiving(
         assert wait_until(lambda: "broker_unavailable" in d.logs(), timeout=30), d.logs()
         assert _indexed(hub) == 1
         states = _job_states(hub)
-        assert states.pop(JobState.DONE.value) == 2
+        assert states.pop(JobState.DONE.value) == 3
         assert set(states) <= {JobState.QUEUED.value, JobState.PUBLISHED.value}, states
         assert sum(states.values()) == 50
         private_redis.start()  # the broker comes back, empty, on the same port
         assert wait_until(lambda: _indexed(hub) == 51, timeout=120), d.logs()
-        assert wait_until(lambda: _job_states(hub) == {"done": 102}, timeout=60), _job_states(hub)
+        assert wait_until(lambda: _job_states(hub) == {"done": 103}, timeout=60), _job_states(hub)
     finally:
         hub.close()

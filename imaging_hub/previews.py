@@ -2,7 +2,8 @@
 
 Per instance: a thumbnail (longest side ``previews_thumbnail_size``, 256 by default) and a
 preview (longest side ``previews_size``, 1024 by default), JPEG, of the middle frame. PNG
-versions are made on request from the original and kept next to the JPEGs. A series is
+versions are made on request from the original and kept next to the JPEGs. JPEG 2000 frames
+are decoded only at the resolution level these sizes need (``render.reduced``). A series is
 represented by its middle image's thumbnail; a study by its series' thumbnails in order.
 Instances without pixel data (PDF, SR, presentation states) get the state ``icon``: the API
 shows a generic icon for them. Every file is written under a temporary name and renamed.
@@ -92,6 +93,11 @@ def _size(hub: Hub, kind: PreviewKind) -> int:
     return hub.settings.previews_size
 
 
+def _decode_size(hub: Hub) -> int:
+    """The longest side a frame must keep when decoded for the derived images (the larger)."""
+    return max(hub.settings.previews_size, hub.settings.previews_thumbnail_size)
+
+
 def has_pixels(path: Path) -> tuple[bool, int]:
     """Whether a stored file has pixel data (without reading it), and its number of frames."""
     # Large values are deferred: this learns whether pixels exist without reading them.
@@ -104,7 +110,7 @@ def render_previews(hub: Hub, path: Path, files: PreviewFiles) -> PreviewState:
     pixels, frames = has_pixels(path)
     if not pixels:
         return PreviewState.ICON
-    image = render_frame(path, RenderOptions(frame=frames // 2))
+    image = render_frame(path, RenderOptions(frame=frames // 2, target_size=_decode_size(hub)))
     quality = hub.settings.previews_quality
     preview = fit(image, hub.settings.previews_size, hub.settings.previews_size)
     size = hub.settings.previews_thumbnail_size
@@ -121,7 +127,8 @@ def derived_image(
     if target.exists():
         return target
     _, frames = has_pixels(path)
-    image = render_frame(path, RenderOptions(frame=frames // 2))
+    # Decoded as render_previews decodes it: the same picture in every format.
+    image = render_frame(path, RenderOptions(frame=frames // 2, target_size=_decode_size(hub)))
     size = _size(hub, kind)
     write_atomic(target, encode(fit(image, size, size), fmt, hub.settings.previews_quality))
     return target

@@ -3,6 +3,7 @@
 pydicom's GDCM plugin refuses 12-bit JPEG Extended (process 4) although GDCM decodes it; the
 only other plugin for it (pylibjpeg-libjpeg) is GPL. ``register_decoders`` adds a plugin that
 hands those frames to GDCM, so every transfer syntax decodes with permissively licensed code.
+It also adds ``reduced``'s plugin, which decodes JPEG 2000 at reduced resolution on request.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from pydicom import uid
 from pydicom.pixels.decoders.base import get_decoder
+
+from imaging_hub.render import reduced
 
 __all__ = ["DECODER_DEPENDENCIES", "is_available", "register_decoders"]
 
@@ -80,4 +83,9 @@ def register_decoders() -> None:
             pass
         with contextlib.suppress(ValueError):  # already there: registered by another import
             get_decoder(uid.JPEGExtended12Bit).add_plugin(PLUGIN_LABEL, (__name__, "_decode_frame"))
+        for syntax in reduced.SYNTAXES:  # JPEG 2000 at reduced resolution, for previews
+            with contextlib.suppress(ValueError, NotImplementedError):
+                get_decoder(syntax).add_plugin(
+                    reduced.PLUGIN_LABEL, (reduced.__name__, "_decode_frame")
+                )
         _registered = True

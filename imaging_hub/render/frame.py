@@ -4,6 +4,8 @@ Only the requested frame is decoded (pydicom's ``pixel_array(path, index=…)`` 
 frame's bytes alone). A deflated file is inflated to a temporary file first, as a stream, so
 memory stays at one frame there too. Enhanced multi-frame objects keep rescale and window per
 frame in functional groups (PS3.3 C.7.6.16); those are copied onto the frame's attributes.
+Given a target size, a JPEG 2000 frame is decoded at the smallest resolution level still at
+least that large (see ``reduced``), and in full if that fails.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import structlog
 from numpy.typing import NDArray
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -29,9 +32,12 @@ from pydicom.uid import (
     JPEGExtended12Bit,
 )
 
+from imaging_hub.render import reduced
 from imaging_hub.render.codecs import PLUGIN_LABEL, register_decoders
 
 __all__ = ["PIXEL_KEYWORDS", "Frame", "frame_count", "read_frame", "read_header"]
+
+log = structlog.get_logger(__name__)
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: Functional group macros whose attributes govern display: (sequence, attributes).
@@ -60,6 +66,8 @@ class Frame:
     attributes: Dataset
     index: int
     count: int
+    #: Wavelet levels discarded in decoding: the pixels are 1/2^reduction of Rows x Columns.
+    reduction: int = 0
 
 
 def read_header(path: Path) -> Dataset:
@@ -148,8 +156,50 @@ def _decode(path: Path, index: int | None, attributes: Dataset, plugin: str) -> 
     )
 
 
-def read_frame(path: Path, index: int = 0) -> Frame:
-    """Decode frame index (0-based) of a Part 10 file; ValueError when there is no such frame."""
+def _decode_reduced(
+    path: Path, index: int | None, header: Dataset, target: int | None
+) -> tuple[NDArray[np.generic], Dataset, int] | None:
+    """A JPEG 2000 frame decoded at reduced resolution for target; None to decode in full."""
+    syntax = header.file_meta.get("TransferSyntaxUID")
+    if not target or syntax not in reduced.SYNTAXES:
+        return None
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    reduction = reduced.reduction_for(rows, columns, target)
+    if reduction == 0:
+        return None
+    register_decoders()
+    attributes = Dataset()
+    options: dict[str, Any] = {
+        "rows": reduced.reduced_length(rows, reduction),
+        "columns": reduced.reduced_length(columns, reduction),
+        reduced.REDUCE_OPTION: reduction,
+    }
+    try:
+        pixels = pixel_array(
+            path,
+            ds_out=attributes,
+            specific_tags=_DISPLAY_TAGS,
+            index=index,
+            decoding_plugin=reduced.PLUGIN_LABEL,
+            **options,
+        )
+    except Exception as exc:  # any failure: the full decode follows
+        log.warning(
+            "reduced_decode_failed",
+            transfer_syntax=str(syntax),
+            reduction=reduction,
+            error=type(exc).__name__,
+        )
+        return None
+    return np.asarray(pixels), attributes, reduction
+
+
+def read_frame(path: Path, index: int = 0, *, target: int | None = None) -> Frame:
+    """Decode frame index (0-based) of a Part 10 file; ValueError when there is no such frame.
+
+    With a target (the longest side it will be shown at), a JPEG 2000 frame may be decoded at
+    a reduced resolution whose longest side is still at least target.
+    """
     header = read_header(path)
     if not any(keyword in header for keyword in PIXEL_KEYWORDS) and "Rows" not in header:
         raise ValueError("the instance has no pixel data")
@@ -158,7 +208,10 @@ def read_frame(path: Path, index: int = 0) -> Frame:
         raise ValueError(f"frame {index} does not exist (the instance has {count})")
     attributes = Dataset()
     frame_index = index if count > 1 else None
-    if header.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+    reduction = 0
+    if found := _decode_reduced(path, frame_index, header, target):
+        pixels, attributes, reduction = found
+    elif header.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         with _inflated(path, header) as inflated:
             if inflated is None:  # unusual meta: read the whole dataset instead
                 register_decoders()
@@ -172,4 +225,6 @@ def read_frame(path: Path, index: int = 0) -> Frame:
     else:
         pixels = _decode(path, frame_index, attributes, _plugin(header))
     _copy_functional_groups(attributes, index)
-    return Frame(pixels=pixels, attributes=attributes, index=index, count=count)
+    return Frame(
+        pixels=pixels, attributes=attributes, index=index, count=count, reduction=reduction
+    )

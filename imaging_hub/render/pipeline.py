@@ -225,5 +225,5 @@ def render_pixels(raw: NDArray[np.generic], ds: Dataset, options: RenderOptions)
 def render_frame(path: Path, options: RenderOptions | None = None) -> Image.Image:
     """Render one frame of a Part 10 file as an 8-bit greyscale ('L') or 'RGB' image."""
     options = options or RenderOptions()
-    frame = read_frame(path, options.frame)
+    frame = read_frame(path, options.frame, target=options.target_size)
     return render_pixels(frame.pixels, frame.attributes, options)

@@ -28,6 +28,10 @@ AUTO_SAMPLES = 1 << 20
 SPIKE_SHARE = 0.02
 #: ... and stands apart from the rest by more than this share of their range.
 GAP_SHARE = 0.05
+#: Share of values that may lie beyond, or just inside, a padding value (ringing) and be ignored.
+TAIL_SHARE = 0.005
+#: Values looked at to find those shares' boundaries (a strided sample).
+NTH_SAMPLES = 1 << 16
 FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
@@ -66,6 +70,9 @@ class RenderOptions:
     window: Window | None = None
     voi_index: int = 0
     auto: AutoWindow = AutoWindow.PERCENTILE
+    #: The longest side the image will be scaled down to, if known: JPEG 2000 may then be
+    #: decoded at a reduced resolution at least this large. None: decode at full resolution.
+    target_size: int | None = None
 
 
 def _values(ds: Dataset, keyword: str) -> list[float]:
@@ -119,19 +126,34 @@ def _without_padding_spikes(data: FloatArray) -> FloatArray:
     """Drop the lowest or highest value where it fills a large share and stands apart.
 
     Undeclared padding (outside a CT's field of view, collimated borders) is one value far
-    from the rest; a background that merely is the darkest tissue or air is kept.
+    from the rest; a background that merely is the darkest tissue or air is kept. A frame
+    decoded at reduced resolution (``reduced``) rings at the padding's edge: up to TAIL_SHARE
+    of the values may lie beyond the padding value, and up to SPIKE_SHARE between it and the
+    rest; the gap is measured past them.
     """
     kept = data
-    for side in (np.min, np.max):
-        value = side(kept)
-        rest = kept[kept != value]
-        if rest.size < 0.05 * data.size or kept.size - rest.size <= SPIKE_SHARE * data.size:
+    for low_side in (True, False):
+        if kept.size == 0:
+            break
+        value = _nth(kept, TAIL_SHARE, low_side)
+        if np.count_nonzero(kept == value) <= SPIKE_SHARE * data.size:
+            continue
+        rest = kept[kept > value] if low_side else kept[kept < value]
+        if rest.size < 0.05 * data.size:
             continue
         low, high = np.percentile(rest, [0.5, 99.5])
-        gap = abs(float(side(rest)) - float(value))
+        gap = abs(_nth(rest, SPIKE_SHARE, low_side) - float(value))
         if gap > GAP_SHARE * max(float(high - low), 1e-9):
             kept = rest
     return kept
+
+
+def _nth(values: FloatArray, share: float, low_side: bool) -> float:
+    """About the value with share of values below it (low_side) or above it (strided sample)."""
+    sample = values[:: max(1, values.size // NTH_SAMPLES)]
+    k = min(sample.size - 1, int(share * sample.size))
+    k = k if low_side else sample.size - 1 - k
+    return float(np.partition(sample, k)[k])
 
 
 def auto_window(values: FloatArray, mask: NDArray[np.bool_] | None, mode: AutoWindow) -> Window:

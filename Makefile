@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_TEST_PACKAGES := dcmtk orthanc orthanc-dicomweb
+DEBIAN_TEST_PACKAGES := dcmtk orthanc orthanc-dicomweb gcc libc6-dev
 
 .PHONY: run test install install-test debian-run debian-test lint format bench clean
 
@@ -26,13 +26,14 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 
-# dcmtk gives `storescu` for sending a first study; tests also use Orthanc as a DICOM peer.
+# dcmtk gives `storescu` for sending a first study; tests also use Orthanc as a DICOM peer, and a
+# C compiler for the shim that keeps peers without a listen-address option on 127.0.0.1.
 debian-run:
 	@command -v storescu >/dev/null || \
 		($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk)
 
 debian-test:
-	@command -v storescu >/dev/null && command -v Orthanc >/dev/null && \
+	@command -v storescu >/dev/null && command -v Orthanc >/dev/null && command -v cc >/dev/null && \
 		[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || \
 		($(SUDO) apt-get update -qq && \
 		 $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_TEST_PACKAGES))

@@ -46,7 +46,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import free_port, wait_for_port
+from tests.support import free_port, loopback_env, wait_for_port
 
 #: dcmtk leaves Nagle's algorithm on unless told: 40 ms per C-STORE from delayed ACKs.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -166,7 +166,9 @@ def storescp(work: Path) -> Iterator[Receiver]:
     out = work / "storescp"
     out.mkdir()
     proc = subprocess.Popen(
-        ["storescp", "-od", str(out), str(port)], stderr=subprocess.DEVNULL, env=DCMTK_ENV
+        ["storescp", "-od", str(out), str(port)],
+        stderr=subprocess.DEVNULL,
+        env=loopback_env(DCMTK_ENV),
     )
     try:
         wait_for_port(port)
@@ -194,7 +196,10 @@ def orthanc(work: Path) -> Iterator[Receiver]:
     cfg = work / "orthanc.json"
     cfg.write_text(json.dumps(config))
     proc = subprocess.Popen(
-        ["Orthanc", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV
+        ["Orthanc", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=loopback_env(DCMTK_ENV),
     )
     try:
         wait_for_port(port, timeout=30)

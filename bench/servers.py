@@ -20,7 +20,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support import free_port, wait_for_port
+from tests.support import free_port, loopback_env, wait_for_port
 
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -118,7 +118,7 @@ def orthanc(work: Path) -> Iterator[Server]:
     cfg.write_text(json.dumps(config))
     with (work / "orthanc.log").open("wb") as out:
         proc = subprocess.Popen(
-            [ORTHANC, str(cfg)], stdout=out, stderr=subprocess.STDOUT, env=DCMTK_ENV
+            [ORTHANC, str(cfg)], stdout=out, stderr=subprocess.STDOUT, env=loopback_env(DCMTK_ENV)
         )
     try:
         wait_for_port(http, timeout=60)

@@ -196,3 +196,31 @@ def dataset_bytes(path: Path) -> bytes:
     assert data[128:132] == b"DICM", path
     group_length = int.from_bytes(data[140:144], "little")  # (0002,0000) UL, explicit VR LE
     return data[144 + group_length :]
+
+
+_SHIM_SOURCE = Path(__file__).parent / "native" / "bind_loopback.c"
+
+
+def loopback_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a peer that cannot be told where to listen, so that it listens on 127.0.0.1.
+
+    Orthanc 1.10 and dcmtk 3.6.7's storescp listen on every interface; the LD_PRELOAD shim in
+    tests/native/bind_loopback.c (built once per source version with the system C compiler)
+    keeps the servers the tests start on the loopback interface.
+    """
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(_SHIM_SOURCE.read_bytes()).hexdigest()[:12]
+    library = Path(tempfile.gettempdir()) / f"imaging-hub-bind-loopback-{digest}.so"
+    if not library.exists():
+        partial = library.with_suffix(f".{os.getpid()}.tmp")
+        subprocess.run(
+            ["cc", "-shared", "-fPIC", "-O2", "-o", str(partial), str(_SHIM_SOURCE), "-ldl"],
+            check=True,
+        )
+        partial.replace(library)
+    merged = dict(os.environ if env is None else env)
+    preload = merged.get("LD_PRELOAD")
+    merged["LD_PRELOAD"] = f"{library} {preload}" if preload else str(library)
+    return merged

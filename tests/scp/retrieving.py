@@ -19,7 +19,7 @@ from imaging_hub.db.migrate import upgrade
 from imaging_hub.db.models import StoredFile, StoredFileState
 from imaging_hub.hub import Hub
 from imaging_hub.index import index_stored_file
-from tests.support import dataset_bytes, free_port, storescu, testdata, wait_for_port
+from tests.support import dataset_bytes, free_port, loopback_env, storescu, testdata, wait_for_port
 
 #: pydicom's test files in six transfer syntaxes (each with a SOP Instance UID of its own), and
 #: the storescu option that proposes that syntax.
@@ -114,7 +114,8 @@ def send_syntax_files(running: RetrieveHub) -> dict[str, str]:
 def storescp(retrieve_hub: RetrieveHub, tmp_path: Path) -> Iterator[Path]:
     """dcmtk's storescp as DEST, writing what it receives bit for bit; its output folder.
 
-    dcmtk 3.6.7's storescp cannot be told an address to listen on; only 127.0.0.1 talks to it.
+    dcmtk 3.6.7's storescp cannot be told an address to listen on: ``loopback_env`` keeps it
+    on 127.0.0.1.
     """
     out = tmp_path / "received"
     out.mkdir()
@@ -122,6 +123,7 @@ def storescp(retrieve_hub: RetrieveHub, tmp_path: Path) -> Iterator[Path]:
         ["storescp", "+B", "+xa", "-aet", "DEST", "-od", str(out), str(retrieve_hub.dest_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=loopback_env(),
     )
     try:
         wait_for_port(retrieve_hub.dest_port)

@@ -26,7 +26,14 @@ from imaging_hub.db.models import Job, JobState, StoredFile
 from imaging_hub.hub import Hub
 from imaging_hub.work import run_job
 from tests.scp.helpers import receiver_settings, receiving
-from tests.support import dataset_bytes, free_port, make_study, testdata, wait_for_port
+from tests.support import (
+    dataset_bytes,
+    free_port,
+    loopback_env,
+    make_study,
+    testdata,
+    wait_for_port,
+)
 
 ORTHANC = "/usr/sbin/Orthanc"
 
@@ -88,7 +95,9 @@ def _orthanc(work: Path, hub_port: int) -> Iterator[Orthanc]:
     work.mkdir(parents=True, exist_ok=True)
     (work / "orthanc.json").write_text(json.dumps(config))
     with (work / "orthanc.log").open("wb") as log:
-        proc = subprocess.Popen([ORTHANC, str(work / "orthanc.json")], stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [ORTHANC, str(work / "orthanc.json")], stdout=log, stderr=log, env=loopback_env()
+        )
     try:
         wait_for_port(http_port, timeout=60)
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=120) as client:

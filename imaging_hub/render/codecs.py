@@ -83,6 +83,7 @@ def register_decoders() -> None:
             pass
         with contextlib.suppress(ValueError):  # already there: registered by another import
             get_decoder(uid.JPEGExtended12Bit).add_plugin(PLUGIN_LABEL, (__name__, "_decode_frame"))
+        reduced.quiet_refusals()
         for syntax in reduced.SYNTAXES:  # JPEG 2000 at reduced resolution, for previews
             with contextlib.suppress(ValueError, NotImplementedError):
                 get_decoder(syntax).add_plugin(

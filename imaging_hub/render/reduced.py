@@ -13,6 +13,7 @@ corrections, so the reduced frame holds stored values like a full decode does. A
 
 from __future__ import annotations
 
+import logging
 import struct
 from io import BytesIO
 from typing import Any
@@ -25,8 +26,10 @@ __all__ = [
     "PLUGIN_LABEL",
     "REDUCE_OPTION",
     "SYNTAXES",
+    "CannotReduce",
     "codestream_levels",
     "is_available",
+    "quiet_refusals",
     "reduced_length",
     "reduction_for",
 ]
@@ -47,6 +50,24 @@ REDUCE_OPTION = "hub_j2k_reduce"
 #: Never discard more levels than this (OpenJPEG's default code stream has 5).
 MAX_REDUCTION = 5
 _SOC, _SIZ, _COD, _COC, _SOT = 0xFF4F, 0xFF51, 0xFF52, 0xFF53, 0xFF90
+
+
+class CannotReduce(ValueError):
+    """This frame cannot be decoded at the asked reduction; it is decoded in full instead."""
+
+
+class _RefusalFilter(logging.Filter):
+    """Drop pydicom's error record (with traceback) for a refusal the caller expects."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], CannotReduce))
+
+
+def quiet_refusals() -> None:
+    """Keep pydicom from logging a traceback each time a frame cannot be reduced (once)."""
+    target = logging.getLogger("pydicom.pixels.decoders.base")
+    if not any(isinstance(f, _RefusalFilter) for f in target.filters):
+        target.addFilter(_RefusalFilter())
 
 
 def is_available(syntax: str) -> bool:
@@ -128,16 +149,16 @@ def _decode_frame(src: bytes, runner: Any) -> bytes:
     reduction = int(runner.get_option(REDUCE_OPTION, 0))
     levels = codestream_levels(src)
     if reduction and (levels is None or reduction > levels):
-        raise ValueError(f"the code stream has {levels} wavelet levels, {reduction} asked")
+        raise CannotReduce(f"the code stream has {levels} wavelet levels, {reduction} asked")
     stream_signed = bool(runner.get_option("j2k_is_signed", runner.pixel_representation))
     if reduction and stream_signed != bool(runner.pixel_representation):
         # Signed values stored as unsigned (or the reverse) wrap around: averaging mixes them.
-        raise ValueError("the code stream's signedness differs from Pixel Representation")
+        raise CannotReduce("the code stream's signedness differs from Pixel Representation")
     precision = int(runner.get_option("j2k_precision", runner.bits_stored))
     if not 0 < precision <= 16:
-        raise ValueError(f"cannot reduce {precision}-bit samples")
+        raise CannotReduce(f"cannot reduce {precision}-bit samples")
     if precision > 8 and runner.samples_per_pixel > 1:
-        raise ValueError(f"Pillow cannot decode {precision}-bit multi-sample data")
+        raise CannotReduce(f"Pillow cannot decode {precision}-bit multi-sample data")
     runner.set_option("bits_allocated", 8 if precision <= 8 else 16)
     image = Image.open(BytesIO(src), formats=("JPEG2000",))
     image.reduce = reduction  # type: ignore[method-assign,assignment]

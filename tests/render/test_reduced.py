@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,8 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import generate_frames
-from pydicom.uid import JPEG2000Lossless, generate_uid
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import HTJ2KLossless, JPEG2000Lossless, generate_uid
 from structlog.testing import capture_logs
 
 from imaging_hub.render import RenderOptions, fit, read_frame, render_frame
@@ -90,11 +92,15 @@ def test_frames_that_cannot_be_reduced_are_decoded_in_full(name: str) -> None:
     np.testing.assert_array_equal(frame.pixels, read_frame(path).pixels)
 
 
-def _j2k(
-    tmp_path: Path, pixels: NDArray[Any], *, signed: bool = False, mono1: bool = False
-) -> Path:
-    """A generated JPEG 2000 lossless instance (pydicom + pylibjpeg-openjpeg's encoder)."""
-    frames = pixels.shape[0] if pixels.ndim == 3 else 1
+def test_an_expected_refusal_leaves_no_decoder_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    path = _bundled("J2K_pixelrep_mismatch.dcm")
+    with caplog.at_level(logging.INFO):
+        assert read_frame(path, target=64).reduction == 0
+    assert not [r for r in caplog.records if r.name.startswith("pydicom") and r.exc_info]
+
+
+def _instance(pixels: NDArray[Any], *, signed: bool = False, mono1: bool = False) -> Dataset:
+    """A secondary capture instance of pixels (12 of 16 bits), native, to be compressed."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
@@ -105,10 +111,18 @@ def _j2k(
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if mono1 else "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     ds.PixelRepresentation = 1 if signed else 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
     ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def _j2k(
+    tmp_path: Path, pixels: NDArray[Any], *, signed: bool = False, mono1: bool = False
+) -> Path:
+    """A generated JPEG 2000 lossless instance (pydicom + pylibjpeg-openjpeg's encoder)."""
+    ds = _instance(pixels, signed=signed, mono1=mono1)
     ds.compress(JPEG2000Lossless, pixels, encoding_plugin="pylibjpeg")
     path = tmp_path / "j2k.dcm"
     ds.save_as(path, enforce_file_format=True)
@@ -189,3 +203,53 @@ def test_reduction_and_code_stream_levels() -> None:
     src = next(generate_frames(dcmread(path).PixelData))
     assert codestream_levels(src) == 5
     assert codestream_levels(b"not a code stream") is None
+
+
+#: A 48 x 64 HTJ2K lossless code stream (OpenJPH 0.26, through imagecodecs) of _tiny().
+HTJ2K_STREAM = base64.b64decode(
+    "/0//UQApQAAAAAAwAAAAQAAAAAAAAAAAAAAAMAAAAEAAAAAAAAAAAAABDwEB/1AACAACAAAACv9SAAwAAgABAAUEBE"
+    "AB/1wAEyCIkJCQkJCQkJCQkJCQiIiI/2QAFwABT3BlbkpQSCBWZXIgMC4yNi4zLv+QAAoAAAAABLcAAf+TwAArAIn3"
+    "xPzR81D2AoG0AMAAE8AAFTAABOB8x+oCi3QAAcGYKF4Ao5QAFVH5Agt0AMAAFsQAAWrAABWANIyRPOwBKVJNsG0Pe0"
+    "CK9AH/DiIAfZgAm85k8v8dAGcSKP7Y/gGTNGCA+rgA0ekJNwH4AwrCC3YAwAAXfQAAXZQAAVyOp7OIH/7/P/hgwABv"
+    "aO2Qw/9//3CDAQN0iZdDD/9//0MPBgzIGgRBOML/f/9wgwEDE6EM6A86A5AsOBmdAEKE8P9//18QIfz/f/9/QoTw/3"
+    "//fwuIEcLPBx8ffHzw8cHHAQCAAAKPXBPXBOGUMr8Au+12AXvgfACu/v0LeADAABfV0AAF7xAABarFOh6UQOT/f/9/"
+    "gwMLi5M0Qh/qODg4OPj/f39wYGGRgeNzgxqHw+Hw/3//YIGFxeaRO+PM4XA4/P9/PziwsGh9fWiwORwOh/9//wcOLC"
+    "yeUA1xyONwOBz+/38fHFhYBOZJBOHI4XA4/P9/PziwsBhaIW3ClYODg4P/f/8HDiws/nGdr9euA+dr9euA+dr9euAf"
+    "O1+vXAfO1+vXAfO1+vXFOdr9euA4xLGoxjQZngL8/3//f/96/3//f/9X/3//f/8//f9//3//df9//3//L/9//3//f/"
+    "r/f/9//wtUB+YDnAOZA5kDmQOZA5kDmQOZA5kDmXAhAAgiEACCIIAKPr1+vX169ev16+vXr1+vX169ev16+vXr1+vX"
+    "169ev16+vVGNRjUxtAMEQgghJFiV+H/4CCu/v7+/v7+LfQDAAC/WCAAF9vQAAtqVacn/f/9//wEBAKAZdQhAAAIQgP"
+    "9//38/EAAAStD9AAQgAAH4/3//fwMBAKDzsgMIIIAA/v9//39AAACoueEAAggggP9//38/EAAA2q02gAACCOD/f/9/"
+    "DwQAgGJ7DSCAAAL4/3//fwMBAKDXYgMIIIAA/v9//39AAACott0AAggggP9//38/EAAAGq45gAACCOD/f/9/DwQAgL"
+    "I7DyCAAAL4/3//fwMBAKD7JQgggAAC+P9//38DAQCgDs0IQAACEID/f/9/PxAAAFpSmQAEIAAB+P9//38DAQCgQH0K"
+    "QAACEID/f/9/PxAAAPp1uQAEIAAB+P9//38DAQDgCcAAAAITzgAAABCecAAAAITzgAAABCecAAAAIR5wAAAAhPOAAA"
+    "AEJ5wAAAAhPOAAAAEJ5wAAAAhPOAAAAEJ5wAAAAhPOAAAAEJ5wAAAAgPOAAAAEJxBYqVKlSpUqVKmBMnMG/3//f/9/"
+    "/3//f/9//3//f/9//3//f/9//3//f/9//3//f/9//3//f/9//3//f/9//3//f/9//3//f/9//3//f/9//3//f/9//3"
+    "//f/9//3//f/9//3//fxHQBxgBRoARYAQYAUaAEWAEGAFGgBFgBBgBRoARYAQYAUaAEWAEGIIQAIIhAAgiEACCIQAI"
+    "IhAAgiiSHgAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAAAAaAAA"
+    "AAaFSpUqVKlSpUrb8FAAAAAFD8f/9ABBHChQoUKFChQoUKFChR5AH/2Q=="
+)
+
+
+def _tiny() -> NDArray[np.uint16]:
+    """Smooth gradients (12 bits) and a 4-column border of one value."""
+    y, x = np.mgrid[0:64, 0:48]
+    img = (1000 + 20 * x + 10 * y + (x - 24) ** 2 + (y - 32) ** 2).astype(np.uint16)
+    img[:, :4] = 50
+    return img
+
+
+def test_htj2k_frames_are_reduced_too(tmp_path: Path) -> None:
+    ds = _instance(_tiny())
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    ds.PixelData = encapsulate([HTJ2K_STREAM])
+    ds["PixelData"].VR = "OB"
+    path = tmp_path / "htj2k.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    np.testing.assert_array_equal(read_frame(path).pixels, _tiny())
+    frame = read_frame(path, target=32)
+    assert (frame.reduction, frame.pixels.shape) == (1, (32, 24))
+    # Both lossless with the reversible 5/3 wavelet: one level less is the same integers
+    # whichever block coder (HT or the Part 1 one) holds the coefficients.
+    part1 = read_frame(_j2k(tmp_path, _tiny()), target=32)
+    assert part1.reduction == 1
+    np.testing.assert_array_equal(frame.pixels, part1.pixels)

@@ -6,6 +6,7 @@ import base64
 import io
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,9 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import HTJ2KLossless, JPEG2000Lossless, generate_uid
 from structlog.testing import capture_logs
 
-from imaging_hub.render import RenderOptions, fit, read_frame, render_frame
+from imaging_hub import previews
+from imaging_hub.db.models import PreviewState
+from imaging_hub.render import Frame, ImageFormat, RenderOptions, fit, read_frame, render_frame
 from imaging_hub.render import frame as frame_module
 from imaging_hub.render.reduced import PLUGIN_LABEL, codestream_levels, reduction_for
 from imaging_hub.render.request import RenderRequest, render_request
@@ -162,6 +165,28 @@ def test_full_size_rendering_decodes_in_full(large: Path) -> None:
     assert render_frame(large).size == (2048, 2048)
     encoded = render_request(large, RenderRequest())
     assert Image.open(io.BytesIO(encoded)).size == (2048, 2048)
+
+
+def test_workers_previews_decode_at_the_preview_size(
+    large: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Frame] = []
+    original = previews.render_frame
+
+    def spy(path: Path, options: RenderOptions) -> Image.Image:
+        seen.append(read_frame(path, options.frame, target=options.target_size))
+        return original(path, options)
+
+    monkeypatch.setattr(previews, "render_frame", spy)
+    settings = SimpleNamespace(previews_size=1024, previews_thumbnail_size=256, previews_quality=90)
+    files = previews.PreviewFiles(folder=tmp_path / "previews")
+    hub: Any = SimpleNamespace(settings=settings)
+    assert previews.render_previews(hub, large, files) is PreviewState.READY
+    assert (seen[0].reduction, seen[0].pixels.shape) == (1, (1024, 1024))
+    assert Image.open(files.preview).size == (1024, 1024)
+    assert Image.open(files.thumbnail).size == (256, 256)
+    previews.derived_image(hub, large, files, previews.PreviewKind.THUMBNAIL, ImageFormat.PNG)
+    assert seen[1].reduction == 1  # the same decode as the JPEGs': the same picture
 
 
 def test_signed_monochrome1_and_multi_frame(tmp_path: Path) -> None:

@@ -224,3 +224,19 @@ def test_a_control_character_in_the_name_is_400(client):
     response = client.post("/api/tokens", json={"name": "a\tb", "scopes": ["read"]})
     assert response.status_code == 400
     assert "printable" in response.json()["detail"]
+
+
+def test_an_api_token_cannot_make_api_tokens(hub: Hub, anonymous, client):
+    """A token must not outlive its revocation through tokens it made: only users make them."""
+    writer = bearer(make_token(client, ["read", "write"])["token"])
+    mine = anonymous.post("/api/tokens", json={"name": "child", "scopes": ["read"]}, headers=writer)
+    assert mine.status_code == 403 and "sign in" in mine.json()["detail"]
+    admin = sign_in(hub, "root", "admin")
+    ops = anonymous.post(
+        "/api/tokens", json={"name": "ops", "scopes": ["admin", "write"]}, headers=admin
+    )
+    body = {"name": "svc", "scopes": ["read"], "owner": "root"}
+    other = anonymous.post("/api/admin/tokens", json=body, headers=bearer(ops.json()["token"]))
+    assert other.status_code == 403
+    assert [t["name"] for t in client.get("/api/tokens").json()] == ["PACS bridge"]
+    assert anonymous.post("/api/admin/tokens", json=body, headers=admin).status_code == 201

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, Field
 
 from imaging_hub.auth.api_tokens import (
@@ -19,7 +19,7 @@ from imaging_hub.auth.api_tokens import (
     revoke_api_token,
 )
 from imaging_hub.db.models import Role, utcnow
-from viewer_api.auth import CurrentUser, require_role
+from viewer_api.auth import CurrentPrincipal, CurrentUser, require_role
 from viewer_api.deps import HubDep
 from viewer_api.rest.schemas import bad_input
 
@@ -104,7 +104,21 @@ def my_tokens(hub: HubDep, user: CurrentUser) -> list[TokenItem]:
     return [TokenItem.of(t) for t in list_api_tokens(hub.db, owner=user.username)]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=_ERRORS)
+def _signed_in(principal: CurrentPrincipal) -> None:
+    """Only a signed-in user makes API tokens: a token must not outlive its own revocation."""
+    if principal.token is not None:
+        raise HTTPException(
+            status_code=403, detail="API tokens cannot make API tokens; sign in as a user"
+        )
+
+
+@router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    responses=_ERRORS,
+    dependencies=[Depends(_signed_in)],
+)
 def make_my_token(
     body: TokenIn, response: Response, hub: HubDep, user: CurrentUser
 ) -> TokenCreated:
@@ -125,7 +139,13 @@ def all_tokens(hub: HubDep) -> list[TokenItem]:
     return [TokenItem.of(t) for t in list_api_tokens(hub.db)]
 
 
-@admin_router.post("/tokens", response_model=TokenCreated, status_code=201, responses=_ERRORS)
+@admin_router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    responses=_ERRORS,
+    dependencies=[Depends(_signed_in)],
+)
 def make_token(
     body: AdminTokenIn, response: Response, hub: HubDep, user: CurrentUser
 ) -> TokenCreated:

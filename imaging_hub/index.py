@@ -261,6 +261,8 @@ def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_att
             max_attempts=max_attempts,
         )
     existing, current = _current_version(session, keys.instance.sop_instance_uid)
+    if existing is not None and current is not None and current.id == stored.id:
+        return  # indexed already (a job run again after its worker died): nothing to redo
     if _is_older(stored, current):
         stored.state = StoredFileState.SUPERSEDED
         return

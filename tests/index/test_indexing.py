@@ -8,9 +8,11 @@ from sqlalchemy import func, select
 from imaging_hub.db.models import (
     IdentityLinkEvent,
     Instance,
+    Job,
     JobState,
     LinkState,
     PatientRecord,
+    PreviewState,
     Series,
     SourceIdentity,
     StoredFile,
@@ -76,6 +78,21 @@ def test_indexing_twice_changes_nothing(hub: Hub) -> None:
         study = s.execute(select(Study)).scalar_one()
     assert counts == [1, 1, 1, 1, 1, 1]
     assert study.num_instances == 1
+
+
+def test_an_index_job_run_again_queues_no_second_render(hub: Hub) -> None:
+    """A worker that died after indexing but before marking its job done: the rerun is a no-op."""
+    from tests.api.helpers import run_pending_jobs
+
+    result = store_instance(hub, testdata("CT_small.dcm"), source="test")
+    run_pending_jobs(hub)
+    with hub.db.read() as s:
+        jobs = s.execute(select(func.count()).select_from(Job)).scalar_one()
+    index_stored_file(hub, result.stored_file_id)
+    with hub.db.read() as s:
+        assert s.execute(select(func.count()).select_from(Job)).scalar_one() == jobs
+        instance = s.execute(select(Instance)).scalar_one()
+    assert instance.preview_state == PreviewState.READY  # the finished previews stay ready
 
 
 def test_same_patient_id_other_demographics_is_another_identity(hub: Hub, tmp_path: Path) -> None:

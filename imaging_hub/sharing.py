@@ -2,7 +2,8 @@
 
 A share link's token reads ``ihs_<public id>_<secret>``; only the SHA-256 of the secret is
 kept. A link always expires (at most ``MAX_LIFETIME`` after it is made) and can be revoked at
-once. It opens only the studies in its scope: the one study, or every study of the patient.
+once; it stops working while the account that made it is disabled. It opens only the studies
+in its scope: the one study, or every study of the patient.
 Creating and revoking links writes audit events; each use is audited by the front end.
 """
 
@@ -22,7 +23,15 @@ from sqlalchemy.orm import Session
 
 from imaging_hub import audit
 from imaging_hub.db.engine import Database
-from imaging_hub.db.models import Instance, PatientRecord, Series, ShareLink, Study, utcnow
+from imaging_hub.db.models import (
+    Instance,
+    PatientRecord,
+    Series,
+    ShareLink,
+    Study,
+    UserAccount,
+    utcnow,
+)
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import AuthenticationFailed, NotFound, PermissionDenied
 
@@ -214,11 +223,16 @@ def share_for_token(db: Database, token: str) -> ShareInfo:
     public_id, secret = match.groups()
     with db.read() as session:
         found = session.execute(_select().where(ShareLink.public_id == public_id)).first()
+        creator_disabled = found is not None and session.scalar(
+            select(UserAccount.disabled).where(UserAccount.username == found[0].created_by)
+        )
     if found is None or not hmac.compare_digest(found[0].secret_hash, _hash(secret)):
         raise AuthenticationFailed("the share link is not valid")
     info = ShareInfo.of(found[0], found[1])
     if info.revoked_at is not None:
         raise AuthenticationFailed("the share link was revoked")
+    if creator_disabled:
+        raise AuthenticationFailed("the account that made the share link is disabled")
     now = utcnow()
     if not info.active(now):
         raise AuthenticationFailed("the share link has expired")

@@ -313,3 +313,16 @@ def test_making_and_revoking_links_is_audited_refusals_included(hub, anonymous, 
     assert [e.detail.get("share") for e in alerts if e.outcome == audit.SUCCESS][:2] == [
         created["link_id"]
     ] * 2
+
+
+def test_a_link_stops_while_its_makers_account_is_disabled(hub, anonymous, client, corpus):
+    from imaging_hub.auth import set_disabled
+
+    url = f"/dicomweb/studies/{corpus['A']}/metadata"
+    link = bearer(share(client, study_uid=corpus["A"])["token"])
+    assert anonymous.get(url, headers=link).status_code == 200
+    set_disabled(hub.db, "dr.grey", True, actor="admin")
+    refused = anonymous.get(url, headers=link)
+    assert refused.status_code == 401 and "disabled" in refused.json()["detail"]
+    set_disabled(hub.db, "dr.grey", False, actor="admin")
+    assert anonymous.get(url, headers=link).status_code == 200

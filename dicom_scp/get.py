@@ -36,13 +36,14 @@ from dicom_scp.retrieve import (
     audit_retrieve,
     final_reply,
     hub_retrieve_handler,
+    resolve_request,
 )
-from dicom_scp.status import NOT_AUTHORIZED, retrieve_failure
+from dicom_scp.status import NOT_AUTHORIZED
 from dicom_scp.suboperations import no_delay, run_suboperations
 from imaging_hub.config import NodeService
 from imaging_hub.hub import Hub
 from imaging_hub.qr import Model
-from imaging_hub.retrieve_dimse import RetrieveSet, parse_retrieve_identifier, resolve
+from imaging_hub.retrieve_dimse import RetrieveSet
 
 __all__ = ["GET_MODELS", "handle_get", "handle_requested_with_get", "prefer_peer_syntaxes"]
 
@@ -98,15 +99,9 @@ def handle_get(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
         log.info("get_refused", calling_aet=calling, error="NotAuthorized")
         yield finish(Reply.refusal(NOT_AUTHORIZED, "this AE title may not retrieve"))
         return
-    try:
-        model = GET_MODELS[str(event.request.AffectedSOPClassUID)]
-        query = parse_retrieve_identifier(event.identifier, model)
-        with hub.db.read() as session:
-            found = resolve(session, query)
-    except Exception as exc:  # a bad identifier becomes a status; nothing raises to the peer
-        status, comment = retrieve_failure(exc)
-        log.info("get_refused", calling_aet=calling, error=type(exc).__name__)
-        yield finish(Reply.refusal(status, comment))
+    found = resolve_request(event, hub, GET_MODELS)
+    if isinstance(found, Reply):
+        yield finish(found)
         return
     counts = Counts(remaining=len(found.items))
     no_delay(event.assoc)

@@ -33,18 +33,14 @@ from dicom_scp.retrieve import (
     audit_retrieve,
     final_reply,
     hub_retrieve_handler,
+    resolve_request,
 )
-from dicom_scp.status import MOVE_DESTINATION_UNKNOWN, NOT_AUTHORIZED, retrieve_failure
+from dicom_scp.status import MOVE_DESTINATION_UNKNOWN, NOT_AUTHORIZED
 from dicom_scp.suboperations import StoreChannel, no_delay, run_suboperations
 from imaging_hub.config import DicomNode, NodeService
 from imaging_hub.hub import Hub
 from imaging_hub.qr import Model
-from imaging_hub.retrieve_dimse import (
-    RetrieveSet,
-    parse_retrieve_identifier,
-    proposed_contexts,
-    resolve,
-)
+from imaging_hub.retrieve_dimse import RetrieveSet, proposed_contexts
 
 __all__ = ["MOVE_MODELS", "handle_move", "move_destination"]
 
@@ -112,15 +108,9 @@ def handle_move(event: Event, hub: Hub, access: Access) -> Iterator[Reply]:
         log.info("move_refused", calling_aet=calling, error="MoveDestinationUnknown")
         yield finish(Reply.refusal(MOVE_DESTINATION_UNKNOWN, "unknown move destination"))
         return
-    try:
-        model = MOVE_MODELS[str(event.request.AffectedSOPClassUID)]
-        query = parse_retrieve_identifier(event.identifier, model)
-        with hub.db.read() as session:
-            found = resolve(session, query)
-    except Exception as exc:  # a bad identifier becomes a status; nothing raises to the peer
-        status, comment = retrieve_failure(exc)
-        log.info("move_refused", calling_aet=calling, error=type(exc).__name__)
-        yield finish(Reply.refusal(status, comment))
+    found = resolve_request(event, hub, MOVE_MODELS)
+    if isinstance(found, Reply):
+        yield finish(found)
         return
     counts = Counts(remaining=len(found.items))
     no_delay(event.assoc)  # pending responses go out at once

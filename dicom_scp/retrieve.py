@@ -42,12 +42,12 @@ from dicom_scp.status import (
     SUBOPERATIONS_FAILED,
     SUBOPERATIONS_WARNING,
     SUCCESS,
+    retrieve_failure,
 )
 from imaging_hub import audit
 from imaging_hub.hub import Hub
-from imaging_hub.retrieve_dimse import (
-    RetrieveSet,
-)
+from imaging_hub.qr import Model
+from imaging_hub.retrieve_dimse import RetrieveSet, parse_retrieve_identifier, resolve
 
 __all__ = [
     "Counts",
@@ -57,6 +57,7 @@ __all__ = [
     "final_reply",
     "hub_retrieve_handler",
     "install_retrieve_service",
+    "resolve_request",
 ]
 
 log = structlog.get_logger(__name__)
@@ -206,6 +207,19 @@ def install_retrieve_service() -> None:
 
         routed.hub_retrieve = True  # type: ignore[attr-defined]
         _association.uid_to_service_class = routed
+
+
+def resolve_request(event: Event, hub: Hub, models: dict[str, Model]) -> RetrieveSet | Reply:
+    """The instances a C-MOVE/C-GET identifier names in the index, or the refusal to answer."""
+    try:
+        model = models[str(event.request.AffectedSOPClassUID)]
+        query = parse_retrieve_identifier(event.identifier, model)
+        with hub.db.read() as session:
+            return resolve(session, query)
+    except Exception as exc:  # a bad identifier becomes a status; nothing raises to the peer
+        status, comment = retrieve_failure(exc)
+        log.info("retrieve_refused", error=type(exc).__name__)
+        return Reply.refusal(status, comment)
 
 
 def final_reply(counts: Counts) -> Reply:

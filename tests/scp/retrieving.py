@@ -150,3 +150,19 @@ def identifier(level: str, **keys: object) -> Dataset:
     for keyword, value in keys.items():
         setattr(ds, keyword, value)
     return ds
+
+
+def counts(rsp: Dataset) -> tuple[int | None, int, int, int]:
+    """(remaining, completed, failed, warning) of a response."""
+    return (
+        rsp.get("NumberOfRemainingSuboperations"),
+        int(rsp.NumberOfCompletedSuboperations),
+        int(rsp.NumberOfFailedSuboperations),
+        int(rsp.NumberOfWarningSuboperations),
+    )
+
+
+def failed_list(rsp: Dataset) -> list[str]:
+    """The Failed SOP Instance UID List of a response's identifier."""
+    value = rsp.ident.FailedSOPInstanceUIDList
+    return [value] if isinstance(value, str) else list(value)

@@ -26,6 +26,8 @@ from imaging_hub.db.models import AuditEvent
 from tests.scp.retrieving import (
     RETRIEVER,
     RetrieveHub,
+    counts,
+    failed_list,
     identifier,
     index_received,
     received,
@@ -118,22 +120,6 @@ class Getter:
         finally:
             assoc.release()
         return responses
-
-
-def counts(rsp: Dataset) -> tuple[int | None, int, int, int]:
-    """(remaining, completed, failed, warning) of a response."""
-    return (
-        rsp.get("NumberOfRemainingSuboperations"),
-        int(rsp.NumberOfCompletedSuboperations),
-        int(rsp.NumberOfFailedSuboperations),
-        int(rsp.NumberOfWarningSuboperations),
-    )
-
-
-def failed_list(rsp: Dataset) -> list[str]:
-    """The Failed SOP Instance UID List of a response's identifier."""
-    value = rsp.ident.FailedSOPInstanceUIDList
-    return [value] if isinstance(value, str) else list(value)
 
 
 CT_AS_STORED = [(CTImageStorage, [ExplicitVRLittleEndian])]

@@ -26,6 +26,8 @@ from tests.scp.retrieving import (
     RETRIEVER,
     SYNTAX_FILES,
     RetrieveHub,
+    counts,
+    failed_list,
     identifier,
     index_received,
     received,
@@ -68,22 +70,6 @@ def c_move(
     finally:
         assoc.release()
     return responses
-
-
-def counts(rsp: Dataset) -> tuple[int | None, int, int, int]:
-    """(remaining, completed, failed, warning) of a response."""
-    return (
-        rsp.get("NumberOfRemainingSuboperations"),
-        int(rsp.NumberOfCompletedSuboperations),
-        int(rsp.NumberOfFailedSuboperations),
-        int(rsp.NumberOfWarningSuboperations),
-    )
-
-
-def failed_list(rsp: Dataset) -> list[str]:
-    """The Failed SOP Instance UID List of a response's identifier."""
-    value = rsp.ident.FailedSOPInstanceUIDList
-    return [value] if isinstance(value, str) else list(value)
 
 
 def audit_events(running: RetrieveHub) -> list[AuditEvent]:

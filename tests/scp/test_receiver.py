@@ -21,36 +21,22 @@ from imaging_hub.config import DicomNode, Settings, UnknownAetPolicy
 from imaging_hub.db.migrate import upgrade
 from imaging_hub.db.models import Job, StoredFile
 from imaging_hub.hub import Hub
-from tests.support import dataset_bytes, free_port, storescu, testdata
+from tests.scp.helpers import receiver_settings, receiving
+from tests.support import dataset_bytes, storescu, testdata
 
 pytestmark = pytest.mark.dcmtk
 
 
 @pytest.fixture
 def scp_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "hub-data",
-        dicom_host="127.0.0.1",
-        dicom_port=free_port(),
-        storage_min_free_bytes=0,
-        dicom_nodes=[DicomNode(aet="KNOWN_MR", host="127.0.0.1")],
-    )
+    return receiver_settings(tmp_path, dicom_nodes=[DicomNode(aet="KNOWN_MR", host="127.0.0.1")])
 
 
 @pytest.fixture
 def running(scp_settings: Settings) -> Iterator[Hub]:
     """A receiver listening on 127.0.0.1 for one test."""
-    upgrade(scp_settings.resolved_database_url)
-    hub = Hub.open(scp_settings)
-    saved_tempdir = tempfile.tempdir
-    server = start(hub, block=False)
-    assert server is not None
-    try:
+    with receiving(scp_settings) as hub:
         yield hub
-    finally:
-        server.shutdown()
-        tempfile.tempdir = saved_tempdir
-        hub.close()
 
 
 def _stored(hub: Hub) -> list[StoredFile]:

@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     jobs_max_attempts: int = Field(default=5, ge=1)
     jobs_relay_interval: float = Field(default=0.2, gt=0)
     jobs_max_in_flight: int = Field(default=256, ge=1)
+    #: Jobs of a batchable kind (index) one worker slot runs in one transaction, at most.
+    jobs_batch_size: int = Field(default=50, ge=1, le=1000)
     worker_concurrency: int = Field(default=2, ge=1)
     previews_size: int = Field(default=1024, ge=256, le=4096)
     #: Longest side of per-instance thumbnails, and the JPEG quality of thumbnails and previews.

@@ -41,7 +41,7 @@ from imaging_hub.errors import InvalidDicom
 from imaging_hub.hub import Hub
 from imaging_hub.jobs import PermanentError, enqueue
 
-__all__ = ["index_job", "index_keys", "index_stored_file"]
+__all__ = ["index_job", "index_jobs", "index_keys", "index_stored_file", "index_stored_files"]
 
 
 def _insert_ignore(
@@ -147,6 +147,10 @@ def _series_fields(keys: IndexKeys, study: Study) -> dict[str, Any]:
 def _study(session: Session, keys: IndexKeys, identity: SourceIdentity) -> Study:
     """Find or create the study and lock its row for the rest of the transaction."""
     uid = keys.study.study_uid
+    query = select(Study).where(Study.study_uid == uid).with_for_update()
+    found = session.execute(query).scalar_one_or_none()
+    if found is not None:
+        return found
     values = {
         "study_uid": uid,
         **_study_fields(keys, identity),
@@ -157,16 +161,19 @@ def _study(session: Session, keys: IndexKeys, identity: SourceIdentity) -> Study
         "updated_at": utcnow(),
     }
     _insert_ignore(session, Study, values, ["study_uid"])
-    query = select(Study).where(Study.study_uid == uid).with_for_update()
     return session.execute(query).scalar_one()
 
 
 def _series(session: Session, keys: IndexKeys, study: Study) -> Series:
     """Find or create the series."""
     uid = keys.series.series_uid
+    query = select(Series).where(Series.series_uid == uid)
+    found = session.execute(query).scalar_one_or_none()
+    if found is not None:
+        return found
     values = {"series_uid": uid, **_series_fields(keys, study), "num_instances": 0}
     _insert_ignore(session, Series, values, ["series_uid"])
-    return session.execute(select(Series).where(Series.series_uid == uid)).scalar_one()
+    return session.execute(query).scalar_one()
 
 
 def _refresh_aggregates(session: Session, study: Study, series: Series) -> None:
@@ -229,18 +236,22 @@ def _place_instance(
     stored.state = StoredFileState.INDEXED
 
 
-def _read_keys(hub: Hub, stored_file_id: int) -> IndexKeys:
-    """Parse the stored file's header (never its pixel data) into index keys."""
+def _read_keys(hub: Hub, stored_file_ids: list[int]) -> dict[int, IndexKeys]:
+    """Parse the stored files' headers (never their pixel data) into index keys."""
     with hub.db.read() as s:
-        stored = s.get(StoredFile, stored_file_id)
-        if stored is None:
+        query = select(StoredFile.id, StoredFile.path).where(StoredFile.id.in_(stored_file_ids))
+        rows = {row.id: row.path for row in s.execute(query)}
+    keys = {}
+    for stored_file_id in stored_file_ids:
+        if stored_file_id not in rows:
             raise PermanentError(f"stored file {stored_file_id} does not exist")
-        path = hub.store.local_path(stored.path)
-    try:
-        return extract_keys(dcmread(path, stop_before_pixels=True))
-    except (InvalidDicom, InvalidDicomError) as exc:
-        # The stored original cannot be read: retrying will not help.
-        raise PermanentError(f"stored file {stored_file_id} is unreadable: {exc}") from exc
+        path = hub.store.local_path(rows[stored_file_id])
+        try:
+            keys[stored_file_id] = extract_keys(dcmread(path, stop_before_pixels=True))
+        except (InvalidDicom, InvalidDicomError) as exc:
+            # The stored original cannot be read: retrying will not help.
+            raise PermanentError(f"stored file {stored_file_id} is unreadable: {exc}") from exc
+    return keys
 
 
 def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_attempts: int) -> None:
@@ -250,6 +261,14 @@ def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_att
     superseded. The instance's render job, and the identity check of a new source identity,
     are enqueued in the same transaction.
     """
+    for study, series in _place(session, keys, stored, max_attempts=max_attempts):
+        _refresh_aggregates(session, study, series)
+
+
+def _place(
+    session: Session, keys: IndexKeys, stored: StoredFile, *, max_attempts: int
+) -> list[tuple[Study, Series]]:
+    """index_keys without the aggregates: returns the (study, series) pairs to recount."""
     identity, created = _source_identity(session, keys.patient)
     study = _study(session, keys, identity)  # locked: one instance of a study at a time
     if created:
@@ -262,10 +281,10 @@ def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_att
         )
     existing, current = _current_version(session, keys.instance.sop_instance_uid)
     if existing is not None and current is not None and current.id == stored.id:
-        return  # indexed already (a job run again after its worker died): nothing to redo
+        return []  # indexed already (a job run again after its worker died): nothing to redo
     if _is_older(stored, current):
         stored.state = StoredFileState.SUPERSEDED
-        return
+        return []
     series = _series(session, keys, study)
     if current is not None and current.id != stored.id:
         # A new version: its header is now the truth for the study and series too.
@@ -283,22 +302,45 @@ def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_att
         study_uid=study.study_uid,
         max_attempts=max_attempts,
     )
-    _refresh_aggregates(session, study, series)
+    touched = [(study, series)]
     if previous_series is not None and previous_series != series.id:
         old = session.get(Series, previous_series)
         assert old is not None
-        _refresh_aggregates(session, session.get_one(Study, old.study_pk), old)
+        touched.append((session.get_one(Study, old.study_pk), old))
+    return touched
 
 
 def index_stored_file(hub: Hub, stored_file_id: int) -> None:
     """Index one stored file; a newer version of an instance replaces the older one's values."""
-    keys = _read_keys(hub, stored_file_id)
+    index_stored_files(hub, [stored_file_id])
+
+
+def index_stored_files(hub: Hub, stored_file_ids: list[int]) -> None:
+    """Index several stored files in one transaction, as index_stored_file does each.
+
+    Studies are taken in UID order, so that two batches over the same studies lock them in the
+    same order (PostgreSQL); each study's and series' aggregates are recounted once.
+    """
+    keys = _read_keys(hub, stored_file_ids)
+    order = sorted(stored_file_ids, key=lambda i: (keys[i].study.study_uid, i))
+    max_attempts = hub.settings.jobs_max_attempts
     with hub.db.write() as s:
-        stored = s.get(StoredFile, stored_file_id)
-        assert stored is not None
-        index_keys(s, keys, stored, max_attempts=hub.settings.jobs_max_attempts)
+        query = select(StoredFile).where(StoredFile.id.in_(stored_file_ids))
+        stored_files = {row.id: row for row in s.execute(query).scalars()}
+        touched: dict[tuple[int, int], tuple[Study, Series]] = {}
+        for stored_file_id in order:
+            stored = stored_files[stored_file_id]
+            for study, series in _place(s, keys[stored_file_id], stored, max_attempts=max_attempts):
+                touched[(study.id, series.id)] = (study, series)
+        for study, series in touched.values():
+            _refresh_aggregates(s, study, series)
 
 
 def index_job(hub: Hub, payload: dict[str, Any]) -> None:
     """Job handler for kind 'index'."""
     index_stored_file(hub, int(payload["stored_file_id"]))
+
+
+def index_jobs(hub: Hub, payloads: list[dict[str, Any]]) -> None:
+    """Batch handler for kind 'index': several jobs, one transaction."""
+    index_stored_files(hub, [int(payload["stored_file_id"]) for payload in payloads])

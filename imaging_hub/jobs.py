@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, Executable
@@ -22,17 +22,21 @@ from imaging_hub.db.engine import Database
 from imaging_hub.db.models import Job, JobState, utcnow
 
 __all__ = [
+    "BATCHED_KINDS",
     "FAST",
     "KIND_QUEUES",
     "SLOW",
     "Lease",
     "PermanentError",
     "acquire",
+    "acquire_more",
     "claim_for_publish",
     "complete",
+    "complete_all",
     "enqueue",
     "extend",
     "fail",
+    "job_kind",
     "reap",
     "recent_jobs",
     "retry_failed",
@@ -52,6 +56,10 @@ KIND_QUEUES: dict[str, str] = {
 }
 
 
+#: Kinds whose jobs a worker runs several at once (imaging_hub.work.BATCH_HANDLERS).
+BATCHED_KINDS = frozenset({"index"})
+
+
 class PermanentError(Exception):
     """A job failed in a way that retrying cannot fix (e.g. the input is unreadable)."""
 
@@ -63,6 +71,10 @@ def _changed(session: Session, statement: Executable) -> int:
     return result.rowcount
 
 
+#: One statement, parameters per call (built once: SQLAlchemy reuses its compiled form).
+_INSERT_JOB = insert(Job).returning(Job.id)
+
+
 def enqueue(
     session: Session,
     kind: str,
@@ -71,32 +83,39 @@ def enqueue(
     study_uid: str | None = None,
     max_attempts: int = 5,
     not_before: dt.datetime | None = None,
-) -> Job:
-    """Add a job in the caller's transaction, so it commits (or not) with the change it serves."""
+) -> int:
+    """Add a job in the caller's transaction, so it commits (or not) with the change it serves.
+
+    Returns the job's ID.
+    """
     if kind not in KIND_QUEUES:
         raise ValueError(f"unknown job kind {kind!r}")
-    job = Job(
-        kind=kind,
-        queue=KIND_QUEUES[kind],
-        payload=payload,
-        study_uid=study_uid,
-        state=JobState.QUEUED,
-        max_attempts=max_attempts,
-        not_before=not_before or utcnow(),
-    )
-    session.add(job)
-    session.flush()
-    return job
+    now = utcnow()
+    row = {
+        "kind": kind,
+        "queue": KIND_QUEUES[kind],
+        "payload": payload,
+        "study_uid": study_uid,
+        "state": JobState.QUEUED,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "not_before": not_before or now,
+        "created_at": now,
+    }
+    # On the connection: a plain INSERT, without the ORM's bulk-insert machinery.
+    return int(session.connection().execute(_INSERT_JOB, row).scalar_one())
 
 
 def claim_for_publish(
-    db: Database, *, limit: int = 200, max_in_flight: int = 256
+    db: Database, *, limit: int = 200, max_in_flight: int = 256, batch_size: int = 1
 ) -> list[tuple[int, str]]:
-    """Mark due queued jobs published and return their (id, queue) pairs for the relay to send.
+    """Mark due queued jobs published and return the (id, queue) pairs for the relay to send.
 
     At most max_in_flight jobs per queue are published or running at once, so a large backlog
     waits in the job table rather than in the broker, where it would outlive the publish
-    timeout and be sent again.
+    timeout and be sent again. Of the jobs of a kind in BATCHED_KINDS, only every batch_size-th
+    gets a message: a worker that runs one such message takes up to batch_size due jobs of its
+    kind (imaging_hub.work.run_job), so the others need none.
     """
     now = utcnow()
     with db.write() as s:
@@ -107,27 +126,34 @@ def claim_for_publish(
                 .group_by(Job.queue)
             ).all()
         )
-        rows: list[tuple[int, str]] = []
+        rows: list[tuple[int, str, str]] = []
         for queue in sorted(set(KIND_QUEUES.values())):
             room = min(limit, max_in_flight - busy.get(queue, 0))
             if room <= 0:
                 continue
             query = (
-                select(Job.id)
+                select(Job.id, Job.kind)
                 .where(Job.state == JobState.QUEUED, Job.queue == queue, Job.not_before <= now)
                 .order_by(Job.id)
                 .limit(room)
             )
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
-            rows += [(job_id, queue) for job_id in s.execute(query).scalars()]
+            rows += [(row.id, row.kind, queue) for row in s.execute(query)]
         if rows:
             s.execute(
                 update(Job)
                 .where(Job.id.in_([r[0] for r in rows]), Job.state == JobState.QUEUED)
                 .values(state=JobState.PUBLISHED, published_at=now)
             )
-    return rows
+    messages: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for job_id, kind, queue in rows:
+        position = seen.get(kind, 0)
+        seen[kind] = position + 1
+        if kind not in BATCHED_KINDS or position % batch_size == 0:
+            messages.append((job_id, queue))
+    return messages
 
 
 def unpublish(db: Database, job_ids: list[int]) -> None:
@@ -163,8 +189,18 @@ def _held(lease: Lease) -> ColumnElement[bool]:
     )
 
 
+def job_kind(db: Database, job_id: int) -> str | None:
+    """The kind of a job, or None when there is no such job."""
+    with db.read() as s:
+        return s.execute(select(Job.kind).where(Job.id == job_id)).scalar_one_or_none()
+
+
 def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> Lease | None:
     """Take the lease on a job if nobody holds a live one; None when it is done or taken."""
+    with db.read() as s:  # a job another run already finished costs no write lock
+        state = s.execute(select(Job.state).where(Job.id == job_id)).scalar_one_or_none()
+    if state is None or state in (JobState.DONE, JobState.FAILED):
+        return None
     now = utcnow()
     with db.write() as s:
         changed = _changed(
@@ -193,6 +229,79 @@ def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> L
         job = s.get(Job, job_id)
         assert job is not None
         return Lease(job.id, job.attempts, owner, job.kind, dict(job.payload))
+
+
+def acquire_more(
+    db: Database,
+    kind: str,
+    *,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    exclude: int,
+) -> list[Lease]:
+    """Take leases on up to limit more due jobs of a kind, oldest first, for one batched run.
+
+    Only queued or published jobs are taken (never a running one); a taken job's message, if
+    any, later finds it leased or done and is skipped.
+    """
+    if limit <= 0:
+        return []
+    now = utcnow()
+    with db.write() as s:
+        query = (
+            select(Job.id)
+            .where(
+                Job.kind == kind,
+                Job.id != exclude,
+                Job.state.in_([JobState.QUEUED, JobState.PUBLISHED]),
+                Job.not_before <= now,
+                Job.attempts < Job.max_attempts,
+            )
+            .order_by(Job.id)
+            .limit(limit)
+        )
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        ids = list(s.execute(query).scalars())
+        if not ids:
+            return []
+        s.execute(
+            update(Job)
+            .where(Job.id.in_(ids))
+            .values(
+                state=JobState.RUNNING,
+                attempts=Job.attempts + 1,
+                lease_until=now + dt.timedelta(seconds=lease_seconds),
+                lease_owner=owner,
+            )
+        )
+        rows = s.execute(
+            select(Job.id, Job.attempts, Job.payload).where(Job.id.in_(ids)).order_by(Job.id)
+        ).all()
+    return [Lease(row.id, row.attempts, owner, kind, dict(row.payload)) for row in rows]
+
+
+def complete_all(db: Database, leases: list[Lease]) -> set[int]:
+    """Mark the jobs still held by these leases (one owner's) done at once; returns their IDs."""
+    if not leases:
+        return set()
+    owners = {lease.owner for lease in leases}
+    if len(owners) != 1:
+        raise ValueError("complete_all takes the leases of one owner")
+    with db.write() as s:
+        # One owner runs one batch at a time, so its name on a running job is its lease.
+        statement = (
+            update(Job)
+            .where(
+                Job.id.in_([lease.job_id for lease in leases]),
+                Job.state == JobState.RUNNING,
+                Job.lease_owner == owners.pop(),
+            )
+            .values(state=JobState.DONE, finished_at=utcnow(), lease_until=None, last_error=None)
+            .returning(Job.id)
+        )
+        return set(s.execute(statement).scalars())
 
 
 def extend(db: Database, lease: Lease, *, lease_seconds: float) -> bool:

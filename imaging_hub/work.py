@@ -12,9 +12,19 @@ import structlog
 from imaging_hub import identity, index, previews
 from imaging_hub.db.models import JobState
 from imaging_hub.hub import Hub
-from imaging_hub.jobs import Lease, PermanentError, acquire, complete, extend, fail
+from imaging_hub.jobs import (
+    Lease,
+    PermanentError,
+    acquire,
+    acquire_more,
+    complete,
+    complete_all,
+    extend,
+    fail,
+    job_kind,
+)
 
-__all__ = ["HANDLERS", "JobOutcome", "describe_error", "run_job"]
+__all__ = ["BATCH_HANDLERS", "HANDLERS", "JobOutcome", "describe_error", "run_job"]
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +33,13 @@ HANDLERS: dict[str, Callable[[Hub, dict[str, Any]], None]] = {
     "index": index.index_job,
     "identity": identity.identity_job,
     "render": previews.render_job,
+}
+
+#: kind -> handler(hub, payloads) doing several jobs of that kind at once, all or nothing.
+#: A worker that leases such a job also leases the kind's other due jobs (up to
+#: HUB_JOBS_BATCH_SIZE in all), so that a burst of instances is indexed in a few transactions.
+BATCH_HANDLERS: dict[str, Callable[[Hub, list[dict[str, Any]]], None]] = {
+    "index": index.index_jobs,
 }
 
 
@@ -43,20 +60,20 @@ def describe_error(exc: BaseException) -> str:
 
 
 @contextmanager
-def _heartbeat(hub: Hub, lease: Lease) -> Iterator[None]:
-    """Renew the lease every third of its length while the body runs."""
+def _heartbeat(hub: Hub, leases: list[Lease]) -> Iterator[None]:
+    """Renew the leases every third of their length while the body runs."""
     seconds = hub.settings.jobs_lease_seconds
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(seconds / 3):
-            try:
-                if not extend(hub.db, lease, lease_seconds=seconds):
-                    return
-            except Exception:  # the next beat or the reaper will sort it out
-                log.warning("lease_renewal_failed", job_id=lease.job_id)
+            for lease in leases:
+                try:
+                    extend(hub.db, lease, lease_seconds=seconds)
+                except Exception:  # the next beat or the reaper will sort it out
+                    log.warning("lease_renewal_failed", job_id=lease.job_id)
 
-    thread = threading.Thread(target=beat, name=f"lease-{lease.job_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"lease-{leases[0].job_id}", daemon=True)
     thread.start()
     try:
         yield
@@ -66,15 +83,50 @@ def _heartbeat(hub: Hub, lease: Lease) -> Iterator[None]:
 
 
 def run_job(hub: Hub, job_id: int, *, owner: str) -> str:
-    """Lease a job, run its kind's handler and record the outcome; safe to call twice."""
-    lease = acquire(hub.db, job_id, owner=owner, lease_seconds=hub.settings.jobs_lease_seconds)
+    """Lease a job, run its kind's handler and record the outcome; safe to call twice.
+
+    A job of a kind with a batch handler runs together with other due jobs of its kind, up to
+    HUB_JOBS_BATCH_SIZE; the relay sends one message per batch, so a message whose own job is
+    already taken still runs a batch of the others. If a batch fails, each of its jobs runs
+    alone, so that the error is recorded on its own job. The outcome is that of job_id.
+    """
+    seconds = hub.settings.jobs_lease_seconds
+    lease = acquire(hub.db, job_id, owner=owner, lease_seconds=seconds)
+    kind = lease.kind if lease is not None else job_kind(hub.db, job_id)
+    batch_handler = BATCH_HANDLERS.get(kind or "")
+    size = hub.settings.jobs_batch_size
+    if kind is None or batch_handler is None or size <= 1:
+        return _run_leased(hub, lease) if lease is not None else JobOutcome.SKIPPED
+    held = [lease] if lease is not None else []
+    more = acquire_more(
+        hub.db, kind, owner=owner, lease_seconds=seconds, limit=size - len(held), exclude=job_id
+    )
+    leases = held + more
+    if len(leases) <= 1:
+        outcomes = [_run_leased(hub, other) for other in leases]
+        return outcomes[0] if lease is not None else JobOutcome.SKIPPED
+    try:
+        with _heartbeat(hub, leases):
+            batch_handler(hub, [other.payload for other in leases])
+    except Exception as exc:
+        error = describe_error(exc)
+        log.warning("job_batch_failed", kind=kind, jobs=len(leases), error=error)
+        outcomes = [_run_leased(hub, other) for other in leases]
+        return outcomes[0] if lease is not None else JobOutcome.SKIPPED
+    done = complete_all(hub.db, leases)
+    log.info("job_batch_done", kind=kind, jobs=len(leases))
     if lease is None:
         return JobOutcome.SKIPPED
+    return JobOutcome.DONE if lease.job_id in done else JobOutcome.LOST
+
+
+def _run_leased(hub: Hub, lease: Lease) -> str:
+    """Run one leased job's handler and record the outcome."""
     handler = HANDLERS.get(lease.kind)
     try:
         if handler is None:
             raise PermanentError(f"no handler for job kind {lease.kind!r}")
-        with _heartbeat(hub, lease):
+        with _heartbeat(hub, [lease]):
             handler(hub, lease.payload)
     except PermanentError as exc:
         state = fail(hub.db, lease, describe_error(exc), permanent=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from imaging_hub.db.models import Job, JobState
 from imaging_hub.hub import Hub
 from imaging_hub.ingest import store_instance
 from imaging_hub.jobs import claim_for_publish
@@ -45,8 +48,13 @@ def run_pending_jobs(hub: Hub) -> int:
     ran = 0
     while claimed := claim_for_publish(hub.db):
         for job_id, _queue in claimed:
-            assert run_job(hub, job_id, owner="tests") == JobOutcome.DONE
+            # An index job another job's batch already ran is skipped.
+            outcome = run_job(hub, job_id, owner="tests")
+            assert outcome in (JobOutcome.DONE, JobOutcome.SKIPPED), outcome
             ran += 1
+    with hub.db.read() as s:
+        unfinished = s.execute(select(Job.id).where(Job.state != JobState.DONE)).scalars().all()
+    assert not unfinished, f"jobs not done: {unfinished}"
     return ran
 
 

@@ -58,7 +58,9 @@ def test_aggregates_over_several_series_and_modalities(hub: Hub, tmp_path: Path)
     mr = make_instances(tmp_path / "mr", 3, template="MR_small.dcm", study_uid=study_uid)
     for p in paths + mr:
         store_instance(hub, p, source="test")
-    assert set(_run_all(hub)) == {JobOutcome.DONE}
+    outcomes = _run_all(hub)  # the first index job runs the other six in its batch
+    assert outcomes[0] == JobOutcome.DONE
+    assert outcomes[1:] == [JobOutcome.SKIPPED] * 6
     with hub.db.read() as s:
         study = s.execute(select(Study).where(Study.study_uid == study_uid)).scalar_one()
     assert (study.num_series, study.num_instances) == (3, 7)
@@ -212,3 +214,64 @@ def test_a_new_version_in_another_series_moves_the_counts(hub: Hub, tmp_path: Pa
     assert counts["1.2.826.0.1.3680043.8.498.77"] == 1
     assert sum(counts.values()) == 1
     assert (study.num_series, study.num_instances) == (1, 1)
+
+
+def _index_job_ids(hub: Hub) -> list[int]:
+    with hub.db.read() as s:
+        return list(s.execute(select(Job.id).where(Job.kind == "index").order_by(Job.id)).scalars())
+
+
+def _index_states(hub: Hub) -> list[str]:
+    with hub.db.read() as s:
+        query = select(Job.state).where(Job.kind == "index").order_by(Job.id)
+        return list(s.execute(query).scalars())
+
+
+def test_index_jobs_run_in_batches(hub: Hub, tmp_path: Path) -> None:
+    """One index job's run leases the other due index jobs and indexes them all at once."""
+    hub.settings.jobs_batch_size = 4
+    one = make_instances(tmp_path / "a", 3, study_uid="1.2.826.0.1.3680043.8.498.71")
+    two = make_instances(tmp_path / "b", 3, study_uid="1.2.826.0.1.3680043.8.498.72")
+    for p in one + two:
+        store_instance(hub, p, source="test")
+    first, second, *_ = _index_job_ids(hub)
+    assert run_job(hub, first, owner="test") == JobOutcome.DONE
+    assert _index_states(hub) == [JobState.DONE] * 4 + [JobState.QUEUED] * 2
+    # A message whose own job a batch already ran still runs a batch: the last two jobs.
+    assert run_job(hub, second, owner="test") == JobOutcome.SKIPPED
+    assert _index_states(hub) == [JobState.DONE] * 6
+    assert run_job(hub, second, owner="test") == JobOutcome.SKIPPED  # nothing left to run
+    with hub.db.read() as s:
+        counts = {st.study_uid: st.num_instances for st in s.execute(select(Study)).scalars()}
+        rendering = s.execute(select(func.count()).where(Job.kind == "render")).scalar_one()
+        attempts = set(s.execute(select(Job.attempts).where(Job.kind == "index")).scalars())
+    assert counts == {"1.2.826.0.1.3680043.8.498.71": 3, "1.2.826.0.1.3680043.8.498.72": 3}
+    assert rendering == 6
+    assert attempts == {1}
+
+
+def test_batch_size_one_runs_jobs_alone(hub: Hub, tmp_path: Path) -> None:
+    hub.settings.jobs_batch_size = 1
+    for p in make_instances(tmp_path, 3):
+        store_instance(hub, p, source="test")
+    first, *_ = _index_job_ids(hub)
+    assert run_job(hub, first, owner="test") == JobOutcome.DONE
+    assert _index_states(hub) == [JobState.DONE, JobState.QUEUED, JobState.QUEUED]
+
+
+def test_a_failing_batch_runs_each_job_alone(hub: Hub, tmp_path: Path) -> None:
+    """An unreadable file fails its own job; the rest of its batch is indexed."""
+    results = [store_instance(hub, p, source="test") for p in make_instances(tmp_path, 4)]
+    with hub.db.read() as s:
+        path = hub.store.local_path(s.get_one(StoredFile, results[2].stored_file_id).path)
+    path.chmod(0o644)
+    path.write_bytes(b"corrupted on disk")
+    first, *_ = _index_job_ids(hub)
+    assert run_job(hub, first, owner="test") == JobOutcome.DONE
+    assert _index_states(hub) == [JobState.DONE] * 2 + [JobState.FAILED, JobState.DONE]
+    with hub.db.read() as s:
+        indexed = s.execute(select(func.count()).select_from(Instance)).scalar_one()
+        failed = s.execute(select(Job).where(Job.state == JobState.FAILED)).scalar_one()
+    assert indexed == 3
+    assert "is unreadable" in (failed.last_error or "")
+    assert failed.attempts == 1

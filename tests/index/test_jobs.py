@@ -24,7 +24,7 @@ from imaging_hub.work import HANDLERS, JobOutcome, run_job
 
 def _job(hub: Hub, kind: str = "index", max_attempts: int = 3) -> int:
     with hub.db.write() as s:
-        return enqueue(s, kind, {"stored_file_id": 0}, max_attempts=max_attempts).id
+        return enqueue(s, kind, {"stored_file_id": 0}, max_attempts=max_attempts)
 
 
 def _state(hub: Hub, job_id: int) -> Job:

@@ -46,7 +46,7 @@ def _states(hub: Hub) -> dict[int, str]:
 
 def test_jobs_the_broker_did_not_take_go_back_to_the_queue(hub: Hub) -> None:
     with hub.db.write() as s:
-        ids = [enqueue(s, "index", {"stored_file_id": n}).id for n in range(5)]
+        ids = [enqueue(s, "identity", {"source_identity_id": n}) for n in range(5)]
     broker = FlakyBroker(fail_at=3)
     relay = Relay(hub, cast(Celery, broker))
     with capture_logs() as logs:
@@ -63,6 +63,18 @@ def test_jobs_the_broker_did_not_take_go_back_to_the_queue(hub: Hub) -> None:
     broker.fail_at = 10**6
     assert relay.relay_once() == 3
     assert broker.sent == ids
+    assert set(_states(hub).values()) == {JobState.PUBLISHED.value}
+
+
+def test_batched_jobs_get_one_message_per_batch(hub: Hub) -> None:
+    """Index jobs run in batches: one message per HUB_JOBS_BATCH_SIZE jobs, all published."""
+    hub.settings.jobs_batch_size = 50
+    with hub.db.write() as s:
+        ids = [enqueue(s, "index", {"stored_file_id": n}) for n in range(120)]
+        others = [enqueue(s, "identity", {"source_identity_id": n}) for n in range(3)]
+    broker = FlakyBroker(fail_at=10**6)
+    assert Relay(hub, cast(Celery, broker)).relay_once() == 6
+    assert sorted(broker.sent) == sorted([ids[0], ids[50], ids[100], *others])
     assert set(_states(hub).values()) == {JobState.PUBLISHED.value}
 
 

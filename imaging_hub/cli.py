@@ -270,13 +270,18 @@ def import_(settings: Settings, paths: tuple[Path, ...]) -> None:
 def serve(settings: Settings) -> None:
     """Run everything on this machine: receiver, API and a worker (embedded by default)."""
     from imaging_hub.db.migrate import upgrade
+    from imaging_hub.jobs import FAST, SLOW
     from imaging_hub.supervisor import Supervisor, receiver_commands
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     base = hub_command(settings)
     commands = receiver_commands(base, settings.receiver_processes)
-    commands.update({name: [*base, name] for name in ("api", "worker")})
+    commands["api"] = [*base, "api"]
+    # Indexing keeps up with receiving; previews render at a lower CPU priority, in the time
+    # receivers and the index leave free.
+    commands["worker"] = [*base, "worker", "--queues", FAST]
+    commands["renderer"] = [*base, "worker", "--queues", SLOW, "--no-relay", "--nice", "10"]
     supervisor = Supervisor(commands, env={"HUB_DATA_DIR": str(settings.data_dir.resolve())})
     click.echo(
         f"Imaging Hub: DICOM {settings.dicom_aet}@{settings.dicom_host}:{settings.dicom_port}, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from celery import signals
 
@@ -22,6 +24,13 @@ RELAY_JOIN_SECONDS = 10.0
 @click.option("--concurrency", type=int, default=None, help="Worker processes (default: setting).")
 @click.option("--relay/--no-relay", default=True, show_default=True, help="Also run the relay.")
 @click.option(
+    "--nice",
+    type=click.IntRange(0, 19),
+    default=0,
+    show_default=True,
+    help="Lower this worker's CPU priority by this much (e.g. for previews beside receivers).",
+)
+@click.option(
     "--pool",
     type=click.Choice(["threads", "prefork"]),
     default="threads",
@@ -30,9 +39,11 @@ RELAY_JOIN_SECONDS = 10.0
 )
 @pass_settings
 def worker(
-    settings: Settings, queues: str, concurrency: int | None, relay: bool, pool: str
+    settings: Settings, queues: str, concurrency: int | None, relay: bool, nice: int, pool: str
 ) -> None:
     """Run a worker that executes jobs (and, by default, the relay and reaper)."""
+    if nice:
+        os.nice(nice)
     open_checked_hub(settings).close()
     app = make_celery(settings)
     register_tasks(app, settings)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from imaging_hub.config import Settings
@@ -91,14 +92,22 @@ def test_serve_with_no_configuration(tmp_path: Path) -> None:
         visible = functools.partial(_study_visible, "http://127.0.0.1:8000", headers)
         assert wait_until(visible, timeout=2.0), (tmp_path / "serve.log").read_text()[-4000:]
         print(f"study visible {time.monotonic() - acknowledged:.2f} s after storescu returned")
+        started = dict(
+            re.findall(r"child='([\w-]+)' pid=(\d+)", (tmp_path / "serve.log").read_text())
+        )
+        # Previews render at a lower CPU priority than receiving and indexing.
+        assert psutil.Process(int(started["renderer"])).nice() == 10
+        assert psutil.Process(int(started["worker"])).nice() == 0
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
         log.close()
     output = (tmp_path / "serve.log").read_text()
     pids = [int(p) for p in re.findall(r"event='child_started' child='[\w-]+' pid=(\d+)", output)]
-    # api, worker and the receivers (HUB_DICOM_PROCESSES, by default one per CPU, at most 4)
-    assert len(pids) == 2 + Settings().receiver_processes, output[-3000:]
+    # api, worker, renderer and the receivers (HUB_DICOM_PROCESSES: one per CPU, at most 4)
+    children = set(re.findall(r"event='child_started' child='([\w-]+)'", output))
+    assert {"api", "worker", "renderer"} <= children, output[-3000:]
+    assert len(pids) == 3 + Settings().receiver_processes, output[-3000:]
     assert code == 0
     assert wait_until(lambda: not any(_alive(p) for p in pids), timeout=10)
 

@@ -5,16 +5,20 @@ fails for lack of space would kill the association's reader thread and leave the
 Before each P-DATA PDU is read, guard_space checks the spool's free space against the storage
 floor (HUB_STORAGE_MIN_FREE_BYTES); when it would fall below, the spool file is emptied and the
 rest of the dataset is read and dropped, and the C-STORE is answered 0xA700 Out of Resources.
+
+The bytes spooled so far are also handed to the disk then (start_writeback), so that the
+fsync before the C-STORE's acknowledgement waits only for the last part of the dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import structlog
 
-__all__ = ["DiscardedSpool", "guard_space", "is_discarded"]
+__all__ = ["DiscardedSpool", "guard_space", "is_discarded", "start_writeback"]
 
 log = structlog.get_logger(__name__)
 
@@ -57,3 +61,13 @@ def guard_space(message: Any, incoming: int, floor: int) -> None:
     os.truncate(spool.name, 0)  # give back what was written so far
     message._data_set_file = DiscardedSpool(spool.name)
     log.warning("spool_out_of_space", incoming=incoming, floor=floor)
+
+
+def start_writeback(message: Any) -> None:
+    """Start writing the message's spooled bytes to disk, without waiting (Linux only)."""
+    spool = getattr(message, "_data_set_file", None)
+    if spool is None or is_discarded(spool) or not hasattr(os, "sync_file_range"):
+        return
+    # Only an early start: the fsync before the answer is what makes the bytes durable.
+    with contextlib.suppress(OSError, ValueError):
+        os.sync_file_range(spool.fileno(), 0, 0, os.SYNC_FILE_RANGE_WRITE)

@@ -12,18 +12,21 @@ DICOM TLS follows PS3.15 B.1 (BCP 195): TLS 1.2 or newer, optionally with client
 
 from __future__ import annotations
 
+import queue
 import select
 import socket
 import ssl
 import threading
+import time
 from typing import Any, cast
 
+import pynetdicom.association
 import structlog
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from dicom_scp.spooling import guard_space
+from dicom_scp.spooling import guard_space, start_writeback
 from imaging_hub.config import Settings
 from imaging_hub.errors import ConfigError
 
@@ -73,7 +76,9 @@ class LimitedAssociationSocket(AssociationSocket):
                 # pynetdicom treats a failed read as a closed connection (Evt17) and aborts.
                 raise OSError(f"a P-DATA-TF PDU of {nr_bytes} bytes exceeds the maximum {limit}")
             floor = getattr(self.assoc._server, "min_free_bytes", 0)
-            guard_space(self.assoc.dimse.message, nr_bytes, floor)
+            message = self.assoc.dimse.message
+            guard_space(message, nr_bytes, floor)
+            start_writeback(message)
         data = super().recv(nr_bytes)
         if nr_bytes == 6:
             self._header = bytes(data)
@@ -101,6 +106,41 @@ class LimitedAssociationSocket(AssociationSocket):
         return bool(readable)
 
 
+class _WakingQueue(queue.Queue[Any]):
+    """An association's DIMSE message queue that wakes the association's reactor on put."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self.wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Queue a decoded message and wake the reactor."""
+        super().put(item, block, timeout)
+        self.wake.set()
+
+
+class _ReactorTime:
+    """The time module as pynetdicom.association sees it, with a sleep that ends early.
+
+    An association's reactor naps 1 ms between looks at its message queue, so each C-STORE
+    waited up to that long after its last fragment arrived. In a thread of an association
+    made by HubRequestHandler, sleep ends as soon as a message is queued.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        """Sleep, or wait until the current association has a message queued."""
+        wake = getattr(threading.current_thread(), "_hub_wake", None)
+        if wake is None:
+            time.sleep(seconds)
+            return
+        wake.wait(seconds)
+        wake.clear()
+
+
 class HubRequestHandler(RequestHandler):
     """pynetdicom's request handler, with a LimitedAssociationSocket for each association."""
 
@@ -109,6 +149,9 @@ class HubRequestHandler(RequestHandler):
         # Only recv() and ready differ, and the subclass adds no state of its own to set up.
         assoc.dul.socket.__class__ = LimitedAssociationSocket
         assoc.dul._run_loop_delay = REACTOR_DELAY  # the socket's ready waits instead
+        wake = threading.Event()
+        assoc._hub_wake = wake  # type: ignore[attr-defined]
+        assoc.dimse.msg_queue = _WakingQueue(wake)
         return assoc
 
 
@@ -160,6 +203,8 @@ def serve(
     reuse_port: bool = False,
 ) -> HubAssociationServer | None:
     """Start the receiver like ``AE.start_server``, on HubAssociationServer."""
+    if not isinstance(pynetdicom.association.time, _ReactorTime):
+        pynetdicom.association.time = _ReactorTime()  # type: ignore[assignment]
     made = ae.make_server(
         (settings.dicom_host, settings.dicom_port),
         evt_handlers=handlers,

@@ -16,11 +16,11 @@ import structlog
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from imaging_hub.config import DuplicatePolicy
-from imaging_hub.db.models import StoredFile, StoredFileState
+from imaging_hub.db.models import StoredFile, StoredFileState, utcnow
 from imaging_hub.dicom.uids import validate_uid
 from imaging_hub.errors import (
     DuplicateRejected,
@@ -202,6 +202,10 @@ def _lock_uid(session: Session, uid: str) -> None:
         )
 
 
+#: One statement, parameters per call (built once: SQLAlchemy reuses its compiled form).
+_INSERT_STORED_FILE = insert(StoredFile).returning(StoredFile.id)
+
+
 def _store(
     hub: Hub,
     path: Path,
@@ -214,15 +218,18 @@ def _store(
     sha, size = hash_file(path)
     uid = header.sop_instance_uid
     policy = hub.settings.ingest_duplicates
-    with hub.db.read() as s:
-        versions = _versions(s, uid)
-    same = next((vid for vid, vsha in versions if vsha == sha), None)
-    if same is not None:
-        return _result(IngestStatus.DUPLICATE, header, same, size)
-    if versions:
-        outcome = _other_version(policy, uid, header, versions, size)
-        if outcome is not None:
-            return outcome
+    if policy != DuplicatePolicy.NEWEST:
+        # Other bytes under a stored UID may be refused: decide before writing anything.
+        # (Under newest every version is kept, and the same bytes land on the same key.)
+        with hub.db.read() as s:
+            versions = _versions(s, uid)
+        same = next((vid for vid, vsha in versions if vsha == sha), None)
+        if same is not None:
+            return _result(IngestStatus.DUPLICATE, header, same, size)
+        if versions:
+            outcome = _other_version(policy, uid, header, versions, size)
+            if outcome is not None:
+                return outcome
 
     key = object_key(header.study_uid, header.series_uid, uid, sha)
     hub.store.put_file(key, path, expected_sha256=sha, link=spooled)
@@ -238,29 +245,28 @@ def _store(
             outcome = _other_version(policy, uid, header, versions, size)
             if outcome is not None:
                 return outcome
-        row = StoredFile(
-            sop_instance_uid=uid,
-            sop_class_uid=header.sop_class_uid,
-            study_uid=header.study_uid,
-            series_uid=header.series_uid,
-            path=key,
-            size=size,
-            sha256=sha,
-            transfer_syntax_uid=header.transfer_syntax_uid,
-            source=source,
-            source_detail=source_detail,
-            state=StoredFileState.RECEIVED,
-        )
-        s.add(row)
-        s.flush()
+        row = {
+            "sop_instance_uid": uid,
+            "sop_class_uid": header.sop_class_uid,
+            "study_uid": header.study_uid,
+            "series_uid": header.series_uid,
+            "path": key,
+            "size": size,
+            "sha256": sha,
+            "transfer_syntax_uid": header.transfer_syntax_uid,
+            "source": source,
+            "source_detail": source_detail,
+            "state": StoredFileState.RECEIVED,
+            "received_at": utcnow(),
+        }
+        row_id = s.connection().execute(_INSERT_STORED_FILE, row).scalar_one()
         enqueue(
             s,
             "index",
-            {"stored_file_id": row.id},
+            {"stored_file_id": row_id},
             study_uid=header.study_uid,
             max_attempts=hub.settings.jobs_max_attempts,
         )
-        row_id = row.id
     status = IngestStatus.NEW_VERSION if versions else IngestStatus.STORED
     log.info("instance_stored", sop_instance_uid=uid, bytes=size, source=source, status=str(status))
     return _result(status, header, row_id, size)

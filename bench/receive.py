@@ -11,7 +11,10 @@ for that run on an empty data dir:
 - Orthanc (Debian package, default SQLite index, no plugins);
 - dcmtk ``storescp -od DIR`` (writes files, no index, no fsync, one association at a time);
 - on request (``--receiver hub-scp``), ``imaging-hub scp`` alone: the receive path without the
-  worker competing for the CPUs and the index.
+  worker competing for the CPUs and the index;
+- on request (``--receiver pynetdicom``), bare pynetdicom receivers (as many processes as the
+  hub's, sharing the port) that write each dataset's bytes and nothing else: the ceiling of a
+  receiver built on pynetdicom on this machine.
 
 Reported per run: instances/s and MB/s (files sent / time until the last storescu exited, i.e.
 the last C-STORE response and release), the receiver's peak RSS (sum of VmHWM over its
@@ -179,6 +182,27 @@ def storescp(work: Path) -> Iterator[Receiver]:
 
 
 @contextmanager
+def bare_pynetdicom(work: Path, processes: int | None) -> Iterator[Receiver]:
+    """Bare pynetdicom receivers on one port writing raw bytes: the ceiling of pynetdicom."""
+    port = free_port()
+    count = processes or min(os.cpu_count() or 1, 4)  # as many as the hub's receivers
+    script = Path(__file__).with_name("pynetdicom_receiver.py")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(port), str(work / "pynetdicom")])
+        for _ in range(count)
+    ]
+    try:
+        wait_for_port(port, timeout=30)
+        time.sleep(1.0)  # every process listening
+        pids = [p.pid for p in procs]
+        yield Receiver(f"pynetdicom x{count}", port, "PYNETDICOM", pids, pids)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+
+
+@contextmanager
 def orthanc(work: Path) -> Iterator[Receiver]:
     """Orthanc (Debian package) with its default SQLite index and no plugins."""
     port, http = free_port(), free_port()
@@ -289,6 +313,7 @@ def run(name: str, corpus: str, files: list[Path], associations: int, args) -> R
         work = Path(tmp)
         starter = {"hub": lambda: hub(work, args.processes), "orthanc": lambda: orthanc(work),
                    "storescp": lambda: storescp(work),
+                   "pynetdicom": lambda: bare_pynetdicom(work, args.processes),
                    "hub-scp": lambda: hub(work, args.processes, "scp")}[name]  # fmt: skip
         with starter() as receiver:
             seconds = send(receiver.port, files, receiver.aet, associations)
@@ -314,8 +339,9 @@ def main() -> None:
     parser.add_argument(
         "--receiver",
         action="append",
-        choices=["hub", "orthanc", "storescp", "hub-scp"],
-        help="hub-scp: `imaging-hub scp` alone (receive path without the worker)",
+        choices=["hub", "orthanc", "storescp", "hub-scp", "pynetdicom"],
+        help="hub-scp: `imaging-hub scp` alone (receive path without the worker); "
+        "pynetdicom: bare pynetdicom receivers writing raw bytes (the ceiling of pynetdicom)",
     )
     parser.add_argument("--processes", type=int, default=None, help="HUB_DICOM_PROCESSES")
     parser.add_argument("--work", type=Path, default=None, help="temp dir (default: system)")

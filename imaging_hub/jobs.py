@@ -22,7 +22,6 @@ from imaging_hub.db.engine import Database
 from imaging_hub.db.models import Job, JobState, utcnow
 
 __all__ = [
-    "BATCHED_KINDS",
     "FAST",
     "KIND_QUEUES",
     "SLOW",
@@ -54,10 +53,6 @@ KIND_QUEUES: dict[str, str] = {
     "render": SLOW,
     "import": SLOW,
 }
-
-
-#: Kinds whose jobs a worker runs several at once (imaging_hub.work.BATCH_HANDLERS).
-BATCHED_KINDS = frozenset({"index"})
 
 
 class PermanentError(Exception):
@@ -107,15 +102,15 @@ def enqueue(
 
 
 def claim_for_publish(
-    db: Database, *, limit: int = 200, max_in_flight: int = 256, batch_size: int = 1
+    db: Database, *, limit: int = 200, max_in_flight: int = 256
 ) -> list[tuple[int, str]]:
     """Mark due queued jobs published and return the (id, queue) pairs for the relay to send.
 
     At most max_in_flight jobs per queue are published or running at once, so a large backlog
     waits in the job table rather than in the broker, where it would outlive the publish
-    timeout and be sent again. Of the jobs of a kind in BATCHED_KINDS, only every batch_size-th
-    gets a message: a worker that runs one such message takes up to batch_size due jobs of its
-    kind (imaging_hub.work.run_job), so the others need none.
+    timeout and be sent again. Every job gets its own message, also an index job: a worker
+    that runs one takes up to HUB_JOBS_BATCH_SIZE due jobs of its kind at once
+    (imaging_hub.work.run_job), and the other messages find their jobs done.
     """
     now = utcnow()
     with db.write() as s:
@@ -146,14 +141,7 @@ def claim_for_publish(
                 .where(Job.id.in_([r[0] for r in rows]), Job.state == JobState.QUEUED)
                 .values(state=JobState.PUBLISHED, published_at=now)
             )
-    messages: list[tuple[int, str]] = []
-    seen: dict[str, int] = {}
-    for job_id, kind, queue in rows:
-        position = seen.get(kind, 0)
-        seen[kind] = position + 1
-        if kind not in BATCHED_KINDS or position % batch_size == 0:
-            messages.append((job_id, queue))
-    return messages
+    return [(job_id, queue) for job_id, _kind, queue in rows]
 
 
 def unpublish(db: Database, job_ids: list[int]) -> None:

@@ -86,8 +86,8 @@ def run_job(hub: Hub, job_id: int, *, owner: str) -> str:
     """Lease a job, run its kind's handler and record the outcome; safe to call twice.
 
     A job of a kind with a batch handler runs together with other due jobs of its kind, up to
-    HUB_JOBS_BATCH_SIZE; the relay sends one message per batch, so a message whose own job is
-    already taken still runs a batch of the others. If a batch fails, each of its jobs runs
+    HUB_JOBS_BATCH_SIZE; a message whose own job is already taken still runs a batch of the
+    others, if any are due. If a batch fails, each of its jobs runs
     alone, so that the error is recorded on its own job. The outcome is that of job_id.
     """
     seconds = hub.settings.jobs_lease_seconds

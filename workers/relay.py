@@ -48,12 +48,7 @@ class Relay(threading.Thread):
 
     def relay_once(self) -> int:
         """Publish the due queued jobs; put back those the broker did not take."""
-        settings = self.hub.settings
-        claimed = claim_for_publish(
-            self.hub.db,
-            max_in_flight=settings.jobs_max_in_flight,
-            batch_size=settings.jobs_batch_size,
-        )
+        claimed = claim_for_publish(self.hub.db, max_in_flight=self.hub.settings.jobs_max_in_flight)
         for position, (job_id, queue) in enumerate(claimed):
             try:
                 self.app.send_task(TASK_NAME, args=[job_id], queue=queue, retry=False)

@@ -50,9 +50,7 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
         # FULL: a committed transaction survives power loss (acknowledged means durable).
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
-        # Write transactions wait for the lock in _begin_immediate and then hold it; readers
-        # use SQLite's own busy handler.
-        cur.execute(f"PRAGMA busy_timeout={0 if immediate else SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -73,14 +71,18 @@ def _begin_immediate(dbapi_conn: sqlite3.Connection) -> None:
     lost it again to writers that happened to wake first.
     """
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            dbapi_conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(SQLITE_LOCK_RETRY)
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(SQLITE_LOCK_RETRY)
+    finally:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 class Database:

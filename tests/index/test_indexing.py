@@ -275,10 +275,3 @@ def test_a_failing_batch_runs_each_job_alone(hub: Hub, tmp_path: Path) -> None:
     assert indexed == 3
     assert "is unreadable" in (failed.last_error or "")
     assert failed.attempts == 1
-
-
-def test_the_relay_batches_exactly_the_kinds_workers_run_in_batches() -> None:
-    from imaging_hub.jobs import BATCHED_KINDS
-    from imaging_hub.work import BATCH_HANDLERS
-
-    assert set(BATCH_HANDLERS) == BATCHED_KINDS

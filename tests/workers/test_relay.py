@@ -66,18 +66,6 @@ def test_jobs_the_broker_did_not_take_go_back_to_the_queue(hub: Hub) -> None:
     assert set(_states(hub).values()) == {JobState.PUBLISHED.value}
 
 
-def test_batched_jobs_get_one_message_per_batch(hub: Hub) -> None:
-    """Index jobs run in batches: one message per HUB_JOBS_BATCH_SIZE jobs, all published."""
-    hub.settings.jobs_batch_size = 50
-    with hub.db.write() as s:
-        ids = [enqueue(s, "index", {"stored_file_id": n}) for n in range(120)]
-        others = [enqueue(s, "identity", {"source_identity_id": n}) for n in range(3)]
-    broker = FlakyBroker(fail_at=10**6)
-    assert Relay(hub, cast(Celery, broker)).relay_once() == 6
-    assert sorted(broker.sent) == sorted([ids[0], ids[50], ids[100], *others])
-    assert set(_states(hub).values()) == {JobState.PUBLISHED.value}
-
-
 @pytest.fixture
 def task_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)  # the embedded broker sets it

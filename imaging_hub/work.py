@@ -66,10 +66,12 @@ def _heartbeat(hub: Hub, leases: list[Lease]) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(seconds / 3):
-            for lease in leases:
+        live = list(leases)
+        while live and not stop.wait(seconds / 3):
+            for lease in list(live):
                 try:
-                    extend(hub.db, lease, lease_seconds=seconds)
+                    if not extend(hub.db, lease, lease_seconds=seconds):
+                        live.remove(lease)  # lost to another attempt: stop renewing it
                 except Exception:  # the next beat or the reaper will sort it out
                     log.warning("lease_renewal_failed", job_id=lease.job_id)
 
@@ -103,21 +105,25 @@ def run_job(hub: Hub, job_id: int, *, owner: str) -> str:
     )
     leases = held + more
     if len(leases) <= 1:
-        outcomes = [_run_leased(hub, other) for other in leases]
-        return outcomes[0] if lease is not None else JobOutcome.SKIPPED
+        return _run_each(hub, leases, own=lease)
     try:
         with _heartbeat(hub, leases):
             batch_handler(hub, [other.payload for other in leases])
     except Exception as exc:
         error = describe_error(exc)
         log.warning("job_batch_failed", kind=kind, jobs=len(leases), error=error)
-        outcomes = [_run_leased(hub, other) for other in leases]
-        return outcomes[0] if lease is not None else JobOutcome.SKIPPED
+        return _run_each(hub, leases, own=lease)
     done = complete_all(hub.db, leases)
     log.info("job_batch_done", kind=kind, jobs=len(leases))
     if lease is None:
         return JobOutcome.SKIPPED
     return JobOutcome.DONE if lease.job_id in done else JobOutcome.LOST
+
+
+def _run_each(hub: Hub, leases: list[Lease], *, own: Lease | None) -> str:
+    """Run each leased job alone; the outcome of own (the message's job), else SKIPPED."""
+    outcomes = [_run_leased(hub, lease) for lease in leases]
+    return outcomes[0] if own is not None else JobOutcome.SKIPPED
 
 
 def _run_leased(hub: Hub, lease: Lease) -> str:

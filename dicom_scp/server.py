@@ -101,13 +101,18 @@ def release_spool(settings: Settings) -> None:
     shutil.rmtree(spool_dir(settings), ignore_errors=True)
 
 
+#: Longest wait, in seconds, for a new connection's A-ASSOCIATE-RQ (and for an A-RELEASE-RP).
+ACSE_TIMEOUT = 30.0
+
+
 def build_ae(settings: Settings) -> AE:
     """An AE with the hub's title, limits and supported contexts."""
     ae = AE(ae_title=settings.dicom_aet)
     ae.maximum_pdu_size = settings.dicom_max_pdu
     ae.maximum_associations = settings.dicom_max_associations
     ae.network_timeout = settings.dicom_idle_timeout
-    ae.acse_timeout = 30
+    # A connection that never asks for an association is dropped like an idle one, or sooner.
+    ae.acse_timeout = min(ACSE_TIMEOUT, settings.dicom_idle_timeout)
     ae.dimse_timeout = settings.dicom_idle_timeout
     ae.require_called_aet = True
     if settings.dicom_unknown_aets == UnknownAetPolicy.REFUSE:

@@ -289,6 +289,19 @@ def test_idle_association_is_dropped(tmp_path: Path) -> None:
         assert stored_count(hub) == 1
 
 
+def test_silent_connection_is_dropped_after_the_idle_timeout(tmp_path: Path) -> None:
+    """A connection that never asks for an association is closed like an idle one."""
+    settings = receiver_settings(tmp_path, dicom_idle_timeout=1.0)
+    with receiving(settings) as hub:
+        with socket.create_connection(("127.0.0.1", hub.settings.dicom_port)) as sock:
+            sock.settimeout(15)
+            started = time.monotonic()
+            assert sock.recv(4096) == b""  # the receiver closed the connection
+            assert time.monotonic() - started < 5  # not pynetdicom's 30 s ACSE timeout
+        storescu(hub.settings.dicom_port, testdata("CT_small.dcm"))
+        assert stored_count(hub) == 1
+
+
 def test_peer_stalling_inside_a_pdu_is_dropped(tmp_path: Path) -> None:
     """A PDU header announcing bytes that never come does not hold the receiver forever."""
     settings = receiver_settings(tmp_path, dicom_idle_timeout=1.0)

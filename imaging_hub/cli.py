@@ -278,10 +278,11 @@ def serve(settings: Settings) -> None:
     base = hub_command(settings)
     commands = receiver_commands(base, settings.receiver_processes)
     commands["api"] = [*base, "api"]
-    # Indexing keeps up with receiving; previews render at a lower CPU priority, in the time
-    # receivers and the index leave free.
+    # Indexing keeps up with receiving; previews wait while the receivers are busy (up to
+    # HUB_WORKER_YIELD_SECONDS in a row) and render at a lower CPU priority.
     commands["worker"] = [*base, "worker", "--queues", FAST]
-    commands["renderer"] = [*base, "worker", "--queues", SLOW, "--no-relay", "--nice", "10"]
+    renderer = ["--queues", SLOW, "--no-relay", "--nice", "10", "--yield-to-receivers"]
+    commands["renderer"] = [*base, "worker", *renderer]
     supervisor = Supervisor(commands, env={"HUB_DATA_DIR": str(settings.data_dir.resolve())})
     click.echo(
         f"Imaging Hub: DICOM {settings.dicom_aet}@{settings.dicom_host}:{settings.dicom_port}, "

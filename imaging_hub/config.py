@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     #: Jobs of a batchable kind (index) one worker slot runs in one transaction, at most.
     jobs_batch_size: int = Field(default=50, ge=1, le=1000)
     worker_concurrency: int = Field(default=2, ge=1)
+    #: Longest a worker run with --yield-to-receivers holds jobs back while receivers are busy.
+    worker_yield_seconds: float = Field(default=60.0, ge=0)
     previews_size: int = Field(default=1024, ge=256, le=4096)
     #: Longest side of per-instance thumbnails, and the JPEG quality of thumbnails and previews.
     previews_thumbnail_size: int = Field(default=256, ge=32, le=1024)

@@ -39,6 +39,7 @@ __all__ = [
     "exposition",
     "metrics_dir",
     "read_totals",
+    "receiving",
 ]
 
 log = structlog.get_logger(__name__)
@@ -93,11 +94,12 @@ class ReceiverMetrics:
         directory.mkdir(parents=True, exist_ok=True)
 
     def association_started(self) -> None:
-        """An association was accepted."""
+        """An association was accepted; the gauge is written at once (workers yield to it)."""
         with self._lock:
             self.totals.associations += 1
             self.totals.active += 1
             self._dirty = True
+        self.flush()
 
     def association_ended(self) -> None:
         """An accepted association ended; its counts are written at once."""
@@ -198,6 +200,15 @@ def _is_live(data: dict[str, object], host: str, now: float) -> bool:
 
 def _count(value: object) -> int:
     return int(value) if isinstance(value, int | float) else 0
+
+
+def receiving(directory: Path) -> bool:
+    """True while a running receiver process of this host has an association open."""
+    host, now = socket.gethostname(), time.time()
+    return any(
+        data.get("host") == host and _count(data.get("active")) > 0 and _is_live(data, host, now)
+        for data in _snapshots(directory)
+    )
 
 
 def read_totals(directory: Path) -> ReceiverTotals:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,8 +25,16 @@ from imaging_hub.jobs import (
     fail,
     job_kind,
 )
+from imaging_hub.metrics import receiving
 
-__all__ = ["BATCH_HANDLERS", "HANDLERS", "JobOutcome", "describe_error", "run_job"]
+__all__ = [
+    "BATCH_HANDLERS",
+    "HANDLERS",
+    "JobOutcome",
+    "ReceiverYield",
+    "describe_error",
+    "run_job",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +61,39 @@ class JobOutcome:
     RETRY = "retry"
     FAILED = "failed"
     LOST = "lost"
+
+
+class ReceiverYield:
+    """Holds a worker's jobs back while a DICOM receiver on its host has associations open.
+
+    Previews and imports compete with receiving for the same CPUs, disk and index; a worker
+    that runs them beside the receivers waits before each job until they are idle. Holding back
+    ends, too, once the receivers have been busy for ``limit`` seconds without a pause, so the
+    work lags a long transfer by at most that long and then catches up while it goes on.
+    """
+
+    def __init__(self, metrics_directory: Path, limit: float, poll: float = 0.25) -> None:
+        self.directory = metrics_directory
+        self.limit = limit
+        self.poll = poll
+        self._busy_since: float | None = None
+        self._lock = threading.Lock()
+
+    def wait(self) -> float:
+        """Wait while the receivers are busy (within the limit); the seconds waited."""
+        start = time.monotonic()
+        while self.limit > 0 and receiving(self.directory):
+            with self._lock:
+                now = time.monotonic()
+                if self._busy_since is None:
+                    self._busy_since = now
+                if now - self._busy_since >= self.limit:
+                    break
+            time.sleep(self.poll)
+        else:
+            with self._lock:
+                self._busy_since = None
+        return time.monotonic() - start
 
 
 def describe_error(exc: BaseException) -> str:

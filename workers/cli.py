@@ -31,6 +31,12 @@ RELAY_JOIN_SECONDS = 10.0
     help="Lower this worker's CPU priority by this much (e.g. for previews beside receivers).",
 )
 @click.option(
+    "--yield-to-receivers",
+    is_flag=True,
+    help="Before each job, wait while this host's DICOM receivers have associations open "
+    "(at most HUB_WORKER_YIELD_SECONDS in a row).",
+)
+@click.option(
     "--pool",
     type=click.Choice(["threads", "prefork"]),
     default="threads",
@@ -39,14 +45,20 @@ RELAY_JOIN_SECONDS = 10.0
 )
 @pass_settings
 def worker(
-    settings: Settings, queues: str, concurrency: int | None, relay: bool, nice: int, pool: str
+    settings: Settings,
+    queues: str,
+    concurrency: int | None,
+    relay: bool,
+    nice: int,
+    yield_to_receivers: bool,
+    pool: str,
 ) -> None:
     """Run a worker that executes jobs (and, by default, the relay and reaper)."""
     if nice:
         os.nice(nice)
     open_checked_hub(settings).close()
     app = make_celery(settings)
-    register_tasks(app, settings)
+    register_tasks(app, settings, yield_to_receivers=yield_to_receivers)
     relay_thread: list[Relay] = []
 
     @signals.worker_ready.connect(weak=False)

@@ -11,7 +11,8 @@ from celery import Celery
 
 from imaging_hub.config import Settings
 from imaging_hub.hub import Hub
-from imaging_hub.work import run_job
+from imaging_hub.metrics import metrics_dir
+from imaging_hub.work import ReceiverYield, run_job
 from workers.app import TASK_NAME
 
 __all__ = ["register_tasks"]
@@ -39,13 +40,22 @@ class _ProcessHub:
             return self._hub
 
 
-def register_tasks(app: Celery, settings: Settings) -> None:
-    """Register run_job on app; tasks take a job ID and call the core, nothing more."""
+def register_tasks(app: Celery, settings: Settings, *, yield_to_receivers: bool = False) -> None:
+    """Register run_job on app; tasks take a job ID and call the core, nothing more.
+
+    yield_to_receivers: each job first waits while this host's receivers are busy (see
+    ReceiverYield), at most HUB_WORKER_YIELD_SECONDS in a row.
+    """
     hubs = _ProcessHub(settings)
     owner_prefix = socket.gethostname()
+    held = ReceiverYield(metrics_dir(settings.data_dir), settings.worker_yield_seconds)
 
     @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
     def run_job_task(job_id: int) -> str:
+        if yield_to_receivers:
+            waited = held.wait()
+            if waited >= 1.0:
+                log.info("job_held_back", job_id=job_id, seconds=round(waited, 1))
         # One owner per thread: the threads pool runs several jobs in one process at once.
         owner = f"{owner_prefix}:{os.getpid()}:{threading.get_ident()}"
         outcome = run_job(hubs.get(), int(job_id), owner=owner)

@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from pydicom import dcmread
+from pynetdicom import AE
 
 from imaging_hub.config import Settings
 from tests.processes import Deployment
@@ -110,6 +113,55 @@ def test_serve_with_no_configuration(tmp_path: Path) -> None:
     assert len(pids) == 3 + Settings().receiver_processes, output[-3000:]
     assert code == 0
     assert wait_until(lambda: not any(_alive(p) for p in pids), timeout=10)
+
+
+def _job_states(db: Path, kind: str) -> list[str]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return [r[0] for r in conn.execute("SELECT state FROM job WHERE kind = ?", (kind,))]
+
+
+def test_previews_wait_while_an_association_is_open(tmp_path: Path) -> None:
+    """Under serve, the instance is indexed at once; its preview renders once receiving ends."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    port = free_port()
+    env.update(
+        HUB_DATA_DIR=str(tmp_path / "data"),
+        HUB_DICOM_HOST="127.0.0.1",
+        HUB_DICOM_PORT=str(port),
+        HUB_HTTP_PORT=str(free_port()),
+        HUB_STORAGE_MIN_FREE_BYTES="0",
+    )
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imaging_hub", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    db = tmp_path / "data" / "index.sqlite"
+    try:
+        wait_for_port(port, timeout=60)
+        wait_for_port(int(env["HUB_HTTP_PORT"]), timeout=60)
+        ds = dcmread(testdata("CT_small.dcm"))
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", port, ae_title="IMAGING_HUB")
+        try:
+            assert assoc.is_established
+            assert assoc.send_c_store(ds).Status == 0x0000
+            # Indexing does not wait; the render job it queues does, for as long as it is open.
+            assert wait_until(lambda: _job_states(db, "render") != [], timeout=10)
+            time.sleep(3)
+            assert _job_states(db, "index") == ["done"]
+            assert "done" not in _job_states(db, "render")
+        finally:
+            assoc.release()
+        assert wait_until(lambda: _job_states(db, "render") == ["done"], timeout=30), (
+            tmp_path / "serve.log"
+        ).read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
 
 
 def test_scale_out_processes(

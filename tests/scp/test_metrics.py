@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from dicom_scp.server import release_spool, start
 from imaging_hub.db.models import StoredFile
 from imaging_hub.hub import Hub
-from imaging_hub.metrics import ReceiverMetrics, metrics_dir, read_totals
+from imaging_hub.metrics import ReceiverMetrics, metrics_dir, read_totals, receiving
 from tests.support import free_port, make_instances, storescu, testdata, wait_until
 from viewer_api.app import create_app
 
@@ -164,3 +164,21 @@ def test_totals_sum_processes_and_hosts_and_drop_dead_gauges(tmp_path: Path) -> 
     mine.close()  # a clean stop: its counters stay, its gauge goes
     totals = read_totals(directory)
     assert totals.instances == 14 and totals.active == 1
+
+
+def test_receiving_means_a_live_receiver_of_this_host_has_an_association_open(
+    tmp_path: Path,
+) -> None:
+    directory = metrics_dir(tmp_path)
+    mine = ReceiverMetrics(directory)
+    assert not receiving(directory)
+    host, now = socket.gethostname(), time.time()
+    # Busy, but on another host (its own workers yield to it), or dead on this host.
+    _snapshot(directory, "other-1", host="other", pid=1, updated=now, active=2)
+    _snapshot(directory, f"{host}-999999", host=host, pid=999999, updated=now, active=1)
+    assert not receiving(directory)
+
+    mine.association_started()  # written at once, without waiting for a flusher
+    assert receiving(directory)
+    mine.association_ended()
+    assert not receiving(directory)

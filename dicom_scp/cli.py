@@ -10,21 +10,22 @@ from dicom_scp.server import release_spool, start
 from imaging_hub.cli import hub_command, open_checked_hub, pass_settings
 from imaging_hub.config import Settings
 from imaging_hub.process import wait_for_stop_signal
-from imaging_hub.supervisor import SHARED_PORT_OPTION, Supervisor, receiver_commands
+from imaging_hub.supervisor import LISTEN_FD_OPTION, Supervisor, receivers
 
 __all__ = ["scp"]
 
 
 @click.command()
 @click.option(
-    SHARED_PORT_OPTION,
-    "shared_port",
-    is_flag=True,
+    LISTEN_FD_OPTION,
+    "listen_fd",
+    type=int,
+    default=None,
     hidden=True,
-    help="Run one receiver that shares the port with others (SO_REUSEPORT).",
+    help="Accept on this inherited listening socket, shared with other receiver processes.",
 )
 @pass_settings
-def scp(settings: Settings, shared_port: bool) -> None:
+def scp(settings: Settings, listen_fd: int | None) -> None:
     """Run the DICOM receiver alone (C-ECHO, C-STORE, C-FIND) until SIGINT or SIGTERM.
 
     With ``HUB_DICOM_PROCESSES`` above 1 (or automatic on a machine with several CPUs) this
@@ -32,11 +33,13 @@ def scp(settings: Settings, shared_port: bool) -> None:
     """
     hub = open_checked_hub(settings)  # refuses an index that is not migrated, once, here
     processes = settings.receiver_processes
-    if processes > 1 and not shared_port:
+    if processes > 1 and listen_fd is None:
         hub.close()
-        supervisor = Supervisor(receiver_commands(hub_command(settings), processes), env={})
-        sys.exit(supervisor.run())
-    server = start(hub, block=False, shared_port=shared_port)
+        base = hub_command(settings)
+        commands, listener = receivers(base, settings.dicom_host, settings.dicom_port, processes)
+        shared = (listener.fileno(),) if listener is not None else ()
+        sys.exit(Supervisor(commands, env={}, pass_fds=shared).run())
+    server = start(hub, block=False, listen_fd=listen_fd)
     assert server is not None
     try:
         wait_for_stop_signal()

@@ -132,12 +132,12 @@ def build_ae(settings: Settings) -> AE:
 
 
 def start(
-    hub: Hub, *, block: bool = True, shared_port: bool = False
+    hub: Hub, *, block: bool = True, listen_fd: int | None = None
 ) -> ThreadedAssociationServer | None:
     """Listen for associations; returns the server when not blocking.
 
-    With shared_port the socket is bound with SO_REUSEPORT, so that several receiver processes
-    listen on one port and the kernel spreads new connections over them.
+    listen_fd: accept on this inherited listening socket (shared by several receiver
+    processes, see imaging_hub.supervisor.shared_listener) instead of binding the port.
     """
     settings = hub.settings
     configure_pynetdicom(settings)
@@ -160,15 +160,15 @@ def start(
         port=settings.dicom_port,
         tls=settings.dicom_tls,
         pid=os.getpid(),
-        shared_port=shared_port,
+        shared_listener=listen_fd is not None,
     )
     if block:
         observer.watch(lambda: True)
         try:
-            return serve(ae, settings, handlers, block=True, reuse_port=shared_port)
+            return serve(ae, settings, handlers, block=True, listen_fd=listen_fd)
         finally:
             observer.close()
-    server = serve(ae, settings, handlers, block=False, reuse_port=shared_port)
+    server = serve(ae, settings, handlers, block=False, listen_fd=listen_fd)
     assert server is not None
     observer.watch(lambda: server.socket is not None and server.socket.fileno() != -1)
     return server

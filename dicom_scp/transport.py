@@ -163,20 +163,26 @@ class HubAssociationServer(ThreadedAssociationServer):
         *args: Any,
         idle_timeout: float,
         min_free_bytes: int = 0,
-        reuse_port: bool = False,
+        listen_fd: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.min_free_bytes = min_free_bytes
-        self.reuse_port = reuse_port
+        self.listen_fd = listen_fd
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        """Bind; with reuse_port, several receiver processes share the port (SO_REUSEPORT)."""
-        if self.reuse_port:
-            assert self.socket is not None
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        """Bind the port, or take over the inherited listening socket listen_fd."""
+        if self.listen_fd is None:
+            super().server_bind()
+            return
+        assert self.socket is not None
+        self.socket.close()
+        # Non-blocking (set once, for every process sharing it): when another process took
+        # the connection first, accept() fails at once and the loop goes back to waiting.
+        self.socket = socket.socket(fileno=self.listen_fd)
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection; never block this (accepting) thread on the peer."""
@@ -200,7 +206,7 @@ def serve(
     handlers: list[Any],
     *,
     block: bool,
-    reuse_port: bool = False,
+    listen_fd: int | None = None,
 ) -> HubAssociationServer | None:
     """Start the receiver like ``AE.start_server``, on HubAssociationServer."""
     if not isinstance(pynetdicom.association.time, _ReactorTime):
@@ -213,7 +219,7 @@ def serve(
         request_handler=HubRequestHandler,
         idle_timeout=settings.dicom_idle_timeout,
         min_free_bytes=settings.storage_min_free_bytes,
-        reuse_port=reuse_port,
+        listen_fd=listen_fd,
     )
     server = cast(HubAssociationServer, made)
     ae._servers.append(server)  # AssociationServer.shutdown() removes it from this list

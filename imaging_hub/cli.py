@@ -271,19 +271,23 @@ def serve(settings: Settings) -> None:
     """Run everything on this machine: receiver, API and a worker (embedded by default)."""
     from imaging_hub.db.migrate import upgrade
     from imaging_hub.jobs import FAST, SLOW
-    from imaging_hub.supervisor import Supervisor, receiver_commands
+    from imaging_hub.supervisor import Supervisor, receivers
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     base = hub_command(settings)
-    commands = receiver_commands(base, settings.receiver_processes)
+    commands, listener = receivers(
+        base, settings.dicom_host, settings.dicom_port, settings.receiver_processes
+    )
     commands["api"] = [*base, "api"]
     # Indexing keeps up with receiving; previews wait while the receivers are busy (up to
     # HUB_WORKER_YIELD_SECONDS in a row) and render at a lower CPU priority.
     commands["worker"] = [*base, "worker", "--queues", FAST]
     renderer = ["--queues", SLOW, "--no-relay", "--nice", "10", "--yield-to-receivers"]
     commands["renderer"] = [*base, "worker", *renderer]
-    supervisor = Supervisor(commands, env={"HUB_DATA_DIR": str(settings.data_dir.resolve())})
+    env = {"HUB_DATA_DIR": str(settings.data_dir.resolve())}
+    shared = (listener.fileno(),) if listener is not None else ()
+    supervisor = Supervisor(commands, env=env, pass_fds=shared)
     click.echo(
         f"Imaging Hub: DICOM {settings.dicom_aet}@{settings.dicom_host}:{settings.dicom_port}, "
         f"HTTP http://{settings.http_host}:{settings.http_port}/, data in {settings.data_dir}"

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     dicom_max_pdu: int = Field(default=0, ge=0)
     dicom_idle_timeout: float = Field(default=60.0, gt=0)
     dicom_max_associations: int = Field(default=32, ge=1)
-    #: Receiver processes sharing the DICOM port (SO_REUSEPORT); 0: one per usable CPU, at
+    #: Receiver processes sharing the DICOM port (one listening socket); 0: one per usable CPU, at
     #: most 4 (see ``receiver_processes``).
     dicom_processes: int = Field(default=0, ge=0, le=64)
     #: DICOM TLS (PS3.15 B.1): the receiver's certificate chain and private key (PEM); with

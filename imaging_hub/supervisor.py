@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,13 @@ from types import FrameType
 
 import structlog
 
-__all__ = ["SHARED_PORT_OPTION", "Supervisor", "receiver_commands"]
+__all__ = [
+    "LISTEN_FD_OPTION",
+    "Supervisor",
+    "receiver_commands",
+    "receivers",
+    "shared_listener",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -40,23 +47,64 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     return preexec
 
 
-#: The ``imaging-hub scp`` option of a receiver that is one of several on the port.
-SHARED_PORT_OPTION = "--shared-port"
+#: The ``imaging-hub scp`` option of a receiver that accepts on an inherited listening socket.
+LISTEN_FD_OPTION = "--listen-fd"
+#: Connections the kernel holds for the receivers while none of them is accepting.
+LISTEN_BACKLOG = 128
 
 
-def receiver_commands(base: list[str], processes: int) -> dict[str, list[str]]:
-    """The child commands of ``processes`` receivers: one ``scp``, or ``scp-1``… on one port."""
-    if processes <= 1:
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for several receiver processes to inherit and accept from.
+
+    All of them wait for connections on the one socket, and whichever is free first takes the
+    next (a busy process answers later and loses the race). Separate sockets on one port
+    (SO_REUSEPORT) would instead assign each connection by a hash of its addresses, which
+    puts two, three or all four concurrent associations on one process about half the time.
+    The socket is non-blocking: a process that loses the race returns to waiting.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return sock
+
+
+def receiver_commands(
+    base: list[str], processes: int, listen_fd: int | None = None
+) -> dict[str, list[str]]:
+    """The child commands of ``processes`` receivers: one ``scp``, or ``scp-1``… on listen_fd."""
+    if processes <= 1 or listen_fd is None:
         return {"scp": [*base, "scp"]}
-    return {f"scp-{i}": [*base, "scp", SHARED_PORT_OPTION] for i in range(1, processes + 1)}
+    shared = [*base, "scp", LISTEN_FD_OPTION, str(listen_fd)]
+    return {f"scp-{i}": shared for i in range(1, processes + 1)}
+
+
+def receivers(
+    base: list[str], host: str, port: int, processes: int
+) -> tuple[dict[str, list[str]], socket.socket | None]:
+    """The receiver children's commands and, for several, the listener they share.
+
+    The caller keeps the listener open while it supervises them (pass its fd to Supervisor).
+    """
+    if processes <= 1:
+        return receiver_commands(base, 1), None
+    listener = shared_listener(host, port)
+    return receiver_commands(base, processes, listener.fileno()), listener
 
 
 class Supervisor:
     """Run named child commands; restart one that dies; stop all on SIGINT or SIGTERM."""
 
-    def __init__(self, commands: Mapping[str, list[str]], *, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        commands: Mapping[str, list[str]],
+        *,
+        env: Mapping[str, str],
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.commands = dict(commands)
         self.env = {**os.environ, **env}
+        self.pass_fds = pass_fds  # kept open in every child (the receivers' listening socket)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, list[float]] = {name: [] for name in commands}
         self._stopping = False
@@ -70,6 +118,7 @@ class Supervisor:
             env=self.env,
             start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()),
+            pass_fds=self.pass_fds,
         )
         log.info("child_started", child=name, pid=self.children[name].pid)
 

@@ -1,4 +1,4 @@
-"""Several receiver processes on one port (SO_REUSEPORT): `imaging-hub scp` and `serve`."""
+"""Several receiver processes on one listening socket: `imaging-hub scp` and `serve`."""
 
 from __future__ import annotations
 
@@ -106,6 +106,29 @@ def test_receiver_processes_share_the_port(
     assert "child_killed" not in proc.log_text()
 
 
+def test_a_stalled_receiver_takes_no_new_associations(
+    deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    """Receivers take connections from one socket: one that cannot accept leaves them to the
+    others (with a socket each on the port, the kernel would still hand it some)."""
+    d = deploy(None, None)
+    d.env["HUB_DICOM_PROCESSES"] = "2"
+    proc = d.start("scp")
+    wait_for_port(d.settings.dicom_port, timeout=30)
+    children = _children(proc, 2)
+    stalled, working = children["scp-1"], children["scp-2"]
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        files = make_instances(tmp_path / "in", 12)
+        _send_concurrently(d.settings.dicom_port, [files[i::6] for i in range(6)])
+        assert wait_until(lambda: _stored_and_jobs(d) == (12, 12), timeout=10), d.logs()
+        assert wait_until(lambda: len(SERVED_BY.findall(proc.log_text())) >= 6, timeout=10)
+        assert {int(p) for p in SERVED_BY.findall(proc.log_text())} == {working}
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    assert proc.stop() == 0
+
+
 def test_receivers_die_with_their_supervisor(deploy: Callable[..., Deployment]) -> None:
     """SIGKILL of the `scp` supervisor alone: the kernel stops its receiver children."""
     d = deploy(None, None)
@@ -122,8 +145,8 @@ def test_receivers_die_with_their_supervisor(deploy: Callable[..., Deployment]) 
 def test_receiver_commands_and_process_count() -> None:
     """One receiver runs as plain `scp`; several as `scp-N` children sharing the port."""
     assert receiver_commands(["hub"], 1) == {"scp": ["hub", "scp"]}
-    assert receiver_commands(["hub"], 3) == {
-        f"scp-{i}": ["hub", "scp", "--shared-port"] for i in (1, 2, 3)
+    assert receiver_commands(["hub"], 3, listen_fd=7) == {
+        f"scp-{i}": ["hub", "scp", "--listen-fd", "7"] for i in (1, 2, 3)
     }
     assert Settings(dicom_processes=3).receiver_processes == 3
     assert 1 <= Settings().receiver_processes <= min(4, len(os.sched_getaffinity(0)))

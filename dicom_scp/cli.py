@@ -7,10 +7,10 @@ import sys
 import click
 
 from dicom_scp.server import release_spool, start
-from imaging_hub.cli import hub_command, open_checked_hub, pass_settings
+from imaging_hub.cli import open_checked_hub, pass_settings, receiver_children
 from imaging_hub.config import Settings
 from imaging_hub.process import wait_for_stop_signal
-from imaging_hub.supervisor import LISTEN_FD_OPTION, Supervisor, receivers
+from imaging_hub.supervisor import LISTEN_FD_OPTION, Supervisor
 
 __all__ = ["scp"]
 
@@ -35,11 +35,14 @@ def scp(settings: Settings, listen_fd: int | None) -> None:
     processes = settings.receiver_processes
     if processes > 1 and listen_fd is None:
         hub.close()
-        base = hub_command(settings)
-        commands, listener = receivers(base, settings.dicom_host, settings.dicom_port, processes)
-        shared = (listener.fileno(),) if listener is not None else ()
-        sys.exit(Supervisor(commands, env={}, pass_fds=shared).run())
-    server = start(hub, block=False, listen_fd=listen_fd)
+        children = receiver_children(settings)
+        sys.exit(Supervisor(children.commands, env={}, pass_fds=children.pass_fds).run())
+    try:
+        server = start(hub, block=False, listen_fd=listen_fd)
+    except OSError as exc:
+        hub.close()
+        where = f"{settings.dicom_host}:{settings.dicom_port}"
+        raise click.ClickException(f"cannot listen on {where}: {exc.strerror}") from None
     assert server is not None
     try:
         wait_for_stop_signal()

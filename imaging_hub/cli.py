@@ -23,8 +23,9 @@ from imaging_hub.logging import configure_logging
 
 if TYPE_CHECKING:
     from imaging_hub.hub import Hub
+    from imaging_hub.supervisor import Receivers
 
-__all__ = ["hub_command", "main", "open_checked_hub", "pass_settings"]
+__all__ = ["hub_command", "main", "open_checked_hub", "pass_settings", "receiver_children"]
 
 log = structlog.get_logger(__name__)
 
@@ -271,14 +272,13 @@ def serve(settings: Settings) -> None:
     """Run everything on this machine: receiver, API and a worker (embedded by default)."""
     from imaging_hub.db.migrate import upgrade
     from imaging_hub.jobs import FAST, SLOW
-    from imaging_hub.supervisor import Supervisor, receivers
+    from imaging_hub.supervisor import Supervisor
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     base = hub_command(settings)
-    commands, listener = receivers(
-        base, settings.dicom_host, settings.dicom_port, settings.receiver_processes
-    )
+    children = receiver_children(settings)
+    commands = children.commands
     commands["api"] = [*base, "api"]
     # Indexing keeps up with receiving; previews wait while the receivers are busy (up to
     # HUB_WORKER_YIELD_SECONDS in a row) and render at a lower CPU priority.
@@ -286,13 +286,23 @@ def serve(settings: Settings) -> None:
     renderer = ["--queues", SLOW, "--no-relay", "--nice", "10", "--yield-to-receivers"]
     commands["renderer"] = [*base, "worker", *renderer]
     env = {"HUB_DATA_DIR": str(settings.data_dir.resolve())}
-    shared = (listener.fileno(),) if listener is not None else ()
-    supervisor = Supervisor(commands, env=env, pass_fds=shared)
+    supervisor = Supervisor(commands, env=env, pass_fds=children.pass_fds)
     click.echo(
         f"Imaging Hub: DICOM {settings.dicom_aet}@{settings.dicom_host}:{settings.dicom_port}, "
         f"HTTP http://{settings.http_host}:{settings.http_port}/, data in {settings.data_dir}"
     )
     sys.exit(supervisor.run())
+
+
+def receiver_children(settings: Settings) -> Receivers:
+    """The receiver processes to supervise; a clear error when the DICOM port is taken."""
+    from imaging_hub.supervisor import receivers
+
+    host, port, processes = settings.dicom_host, settings.dicom_port, settings.receiver_processes
+    try:
+        return receivers(hub_command(settings), host, port, processes)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def hub_command(settings: Settings) -> list[str]:

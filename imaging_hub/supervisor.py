@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import FrameType
 
 import structlog
 
 __all__ = [
     "LISTEN_FD_OPTION",
+    "Receivers",
     "Supervisor",
     "receiver_commands",
     "receivers",
@@ -79,17 +81,26 @@ def receiver_commands(
     return {f"scp-{i}": shared for i in range(1, processes + 1)}
 
 
-def receivers(
-    base: list[str], host: str, port: int, processes: int
-) -> tuple[dict[str, list[str]], socket.socket | None]:
-    """The receiver children's commands and, for several, the listener they share.
+@dataclass
+class Receivers:
+    """Receiver child commands and, for several, the listening socket they share."""
 
-    The caller keeps the listener open while it supervises them (pass its fd to Supervisor).
-    """
+    commands: dict[str, list[str]]
+    #: Open in the supervisor while it runs; each child inherits it.
+    listener: socket.socket | None = None
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """The fds the children inherit."""
+        return (self.listener.fileno(),) if self.listener is not None else ()
+
+
+def receivers(base: list[str], host: str, port: int, processes: int) -> Receivers:
+    """The receiver children to supervise: one ``scp``, or several on a shared listener."""
     if processes <= 1:
-        return receiver_commands(base, 1), None
+        return Receivers(receiver_commands(base, 1))
     listener = shared_listener(host, port)
-    return receiver_commands(base, processes, listener.fileno()), listener
+    return Receivers(receiver_commands(base, processes, listener.fileno()), listener)
 
 
 class Supervisor:

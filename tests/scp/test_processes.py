@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,6 +142,27 @@ def test_receivers_die_with_their_supervisor(deploy: Callable[..., Deployment]) 
     os.kill(proc.proc.pid, signal.SIGKILL)  # the supervisor only, not its process group
     proc.proc.wait()
     assert wait_until(lambda: not any(_alive(p) for p in children.values()), timeout=10)
+
+
+@pytest.mark.parametrize("command", ["scp", "serve"])
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_taken_dicom_port_is_a_clear_error(
+    deploy: Callable[..., Deployment], command: str, processes: str
+) -> None:
+    d = deploy(None, None)
+    d.env["HUB_DICOM_PROCESSES"] = processes
+    with socket.create_server(("127.0.0.1", d.settings.dicom_port)):
+        result = subprocess.run(
+            [sys.executable, "-m", "imaging_hub", command],
+            env=d.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    if command == "scp" or processes == "2":  # serve's one receiver is a child it restarts
+        assert f"cannot listen on 127.0.0.1:{d.settings.dicom_port}" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_receiver_commands_and_process_count() -> None:

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from dicom_scp.access import Access
-from dicom_scp.spooling import is_discarded
+from dicom_scp.spooling import DiscardedSpool, is_discarded
 from dicom_scp.status import (
     NOT_AUTHORIZED,
     OUT_OF_RESOURCES,
@@ -56,9 +56,9 @@ def handle_store(event: Event, hub: Hub, access: Access | None = None) -> int | 
     if access is not None and not access.may(calling, address, NodeService.STORE):
         log.info("store_refused", calling_aet=calling, error="NotAuthorized")
         return status_dataset(NOT_AUTHORIZED, "this AE title may not store")
-    if is_discarded(getattr(request, "_dataset_file", None)):
-        log.info("store_refused", calling_aet=calling, error="StorageFull")
-        return status_dataset(OUT_OF_RESOURCES, "free disk space fell below the floor")
+    spool = getattr(request, "_dataset_file", None)
+    if is_discarded(spool):
+        return _discarded(spool, hub, calling)
     try:
         store_instance(
             hub,
@@ -79,6 +79,19 @@ def handle_store(event: Event, hub: Hub, access: Access | None = None) -> int | 
     return SUCCESS
 
 
+def _discarded(spool: DiscardedSpool, hub: Hub, calling: str) -> Dataset:
+    """The status of a C-STORE whose dataset was dropped while it arrived (see spooling)."""
+    if not spool.too_large:
+        log.info("store_refused", calling_aet=calling, error="StorageFull")
+        return status_dataset(OUT_OF_RESOURCES, "free disk space fell below the floor")
+    limit = hub.settings.ingest_max_bytes
+    reason = f"the dataset exceeds the limit of {limit} bytes (dropped while it arrived)"
+    detail = {"source": "dimse", "source_detail": calling}
+    quarantine_file(hub.settings.quarantine_dir, None, reason=reason, detail=detail)
+    log.info("store_refused", calling_aet=calling, error="TooLarge")
+    return status_dataset(OUT_OF_RESOURCES, reason)
+
+
 def handle_conn_close(event: Event, hub: Hub) -> None:
     """EVT_CONN_CLOSE: quarantine a C-STORE dataset the connection ended in the middle of."""
     # pynetdicom spools a C-STORE dataset to a temp file while its fragments arrive; a message
@@ -87,7 +100,7 @@ def handle_conn_close(event: Event, hub: Hub) -> None:
     partial = getattr(message, "_data_set_file", None)
     if partial is None:
         return
-    if is_discarded(partial):  # already dropped for lack of space: nothing to keep
+    if is_discarded(partial):  # already dropped (too large, or short of space): nothing to keep
         Path(partial.name).unlink(missing_ok=True)
         return
     path = Path(partial.name)

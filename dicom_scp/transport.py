@@ -16,6 +16,7 @@ import queue
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from typing import Any, cast
@@ -26,7 +27,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-from dicom_scp.spooling import guard_space, start_writeback
+from dicom_scp.spooling import guard_spool, start_writeback
 from imaging_hub.config import Settings
 from imaging_hub.errors import ConfigError
 
@@ -75,9 +76,11 @@ class LimitedAssociationSocket(AssociationSocket):
                 log.info("pdu_too_long", bytes=nr_bytes, limit=limit)
                 # pynetdicom treats a failed read as a closed connection (Evt17) and aborts.
                 raise OSError(f"a P-DATA-TF PDU of {nr_bytes} bytes exceeds the maximum {limit}")
-            floor = getattr(self.assoc._server, "min_free_bytes", 0)
+            server = self.assoc._server
+            floor = getattr(server, "min_free_bytes", 0)
+            max_bytes = getattr(server, "max_dataset_bytes", sys.maxsize)
             message = self.assoc.dimse.message
-            guard_space(message, nr_bytes, floor)
+            guard_spool(message, nr_bytes, floor, max_bytes)
             start_writeback(message)
         data = super().recv(nr_bytes)
         if nr_bytes == 6:
@@ -163,11 +166,13 @@ class HubAssociationServer(ThreadedAssociationServer):
         *args: Any,
         idle_timeout: float,
         min_free_bytes: int = 0,
+        max_dataset_bytes: int = sys.maxsize,
         listen_fd: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.min_free_bytes = min_free_bytes
+        self.max_dataset_bytes = max_dataset_bytes
         self.listen_fd = listen_fd
         super().__init__(*args, **kwargs)
 
@@ -219,6 +224,7 @@ def serve(
         request_handler=HubRequestHandler,
         idle_timeout=settings.dicom_idle_timeout,
         min_free_bytes=settings.storage_min_free_bytes,
+        max_dataset_bytes=settings.ingest_max_bytes,
         listen_fd=listen_fd,
     )
     server = cast(HubAssociationServer, made)

@@ -248,6 +248,30 @@ def test_dataset_over_the_size_limit_is_out_of_resources(tmp_path: Path) -> None
         assert "exceeds the limit" in note["reason"] and note["file"] is None
 
 
+def test_dataset_over_the_size_limit_is_dropped_as_it_arrives(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """An 8 MB dataset, limit 64 KB, 4 MB disk: refused for its size before the disk fills."""
+    index = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    settings = receiver_settings(
+        small_disk, database_url=index, ingest_max_bytes=64 * 1024, storage_min_free_bytes=0
+    )
+    with receiving(settings) as hub:
+        assoc = associate(hub, *CONTEXTS)
+        try:
+            rsp = assoc.send_c_store(_ct(PixelData=b"\0" * (8 * 1024**2)))
+            fits = assoc.send_c_store(_ct())  # the same association goes on
+        finally:
+            assoc.release()
+        assert rsp.Status == 0xA700, rsp
+        assert "exceeds the limit of 65536 bytes" in rsp.ErrorComment
+        assert fits.Status == 0x0000
+        assert stored_count(hub) == 1
+        (note,) = quarantine_notes(hub)
+        assert "exceeds the limit" in note["reason"] and note["file"] is None
+        assert not list(spool_dir(hub.settings).iterdir())
+
+
 def test_max_pdu_is_offered_and_large_datasets_arrive_in_pieces(tmp_path: Path) -> None:
     settings = receiver_settings(tmp_path, dicom_max_pdu=4096)
     with receiving(settings) as hub:

@@ -2,9 +2,9 @@
 
 It accepts every storage SOP class in the uncompressed syntaxes, with no PDU size limit, and
 writes each received dataset's bytes to a file (no fsync, no index, no checks). Several of it
-may share one port (SO_REUSEPORT), as the hub's receiver processes do.
+may accept on one inherited listening socket, as the hub's receiver processes do.
 
-    python bench/pynetdicom_receiver.py PORT OUT_DIR
+    python bench/pynetdicom_receiver.py PORT OUT_DIR [LISTEN_FD]
 """
 
 from __future__ import annotations
@@ -18,19 +18,27 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 
-class SharedPortServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, bound with SO_REUSEPORT."""
+class SharedListenerServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server accepting on an inherited listening socket, if given one."""
+
+    listen_fd: int | None = None
 
     def server_bind(self) -> None:
-        """Bind with SO_REUSEPORT."""
+        """Bind, or take over the inherited (non-blocking) listening socket."""
+        if self.listen_fd is None:
+            super().server_bind()
+            return
         assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        self.socket.close()
+        self.socket = socket.socket(fileno=self.listen_fd)
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
 
 
 def main() -> None:
     """Serve until killed."""
     port, out = int(sys.argv[1]), Path(sys.argv[2])
+    SharedListenerServer.listen_fd = int(sys.argv[3]) if len(sys.argv) > 3 else None
     out.mkdir(parents=True, exist_ok=True)
 
     def store(event: Event) -> int:
@@ -46,7 +54,7 @@ def main() -> None:
     server = ae.make_server(
         ("127.0.0.1", port),
         evt_handlers=[(evt.EVT_C_STORE, store)],
-        server_class=SharedPortServer,
+        server_class=SharedListenerServer,
     )
     server.serve_forever()
 

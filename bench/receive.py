@@ -13,8 +13,8 @@ for that run on an empty data dir:
 - on request (``--receiver hub-scp``), ``imaging-hub scp`` alone: the receive path without the
   worker competing for the CPUs and the index;
 - on request (``--receiver pynetdicom``), bare pynetdicom receivers (as many processes as the
-  hub's, sharing the port) that write each dataset's bytes and nothing else: the ceiling of a
-  receiver built on pynetdicom on this machine.
+  hub's, accepting on one listening socket as the hub's do) that write each dataset's bytes
+  and nothing else: the ceiling of a receiver built on pynetdicom on this machine.
 
 Reported per run: instances/s and MB/s (files sent / time until the last storescu exited, i.e.
 the last C-STORE response and release), the receiver's peak RSS (sum of VmHWM over its
@@ -49,6 +49,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from imaging_hub.supervisor import shared_listener
 from tests.support import free_port, loopback_env, wait_for_port
 
 #: dcmtk leaves Nagle's algorithm on unless told: 40 ms per C-STORE from delayed ACKs.
@@ -187,10 +188,10 @@ def bare_pynetdicom(work: Path, processes: int | None) -> Iterator[Receiver]:
     port = free_port()
     count = processes or min(os.cpu_count() or 1, 4)  # as many as the hub's receivers
     script = Path(__file__).with_name("pynetdicom_receiver.py")
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(port), str(work / "pynetdicom")])
-        for _ in range(count)
-    ]
+    listener = shared_listener("127.0.0.1", port)  # as the hub's receivers share theirs
+    fd = listener.fileno()
+    command = [sys.executable, str(script), str(port), str(work / "pynetdicom"), str(fd)]
+    procs = [subprocess.Popen(command, pass_fds=(fd,)) for _ in range(count)]
     try:
         wait_for_port(port, timeout=30)
         time.sleep(1.0)  # every process listening
@@ -200,6 +201,7 @@ def bare_pynetdicom(work: Path, processes: int | None) -> Iterator[Receiver]:
         for proc in procs:
             proc.terminate()
             proc.wait()
+        listener.close()
 
 
 @contextmanager

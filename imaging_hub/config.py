@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     jobs_max_in_flight: int = Field(default=256, ge=1)
     #: Jobs of a batchable kind (index) one worker slot runs in one transaction, at most.
     jobs_batch_size: int = Field(default=50, ge=1, le=1000)
+    #: While receivers on the host are busy, a worker starts such batches this often at most.
+    jobs_batch_interval: float = Field(default=0.3, ge=0, le=10)
     worker_concurrency: int = Field(default=2, ge=1)
     #: Longest a worker run with --yield-to-receivers holds jobs back while receivers are busy.
     worker_yield_seconds: float = Field(default=60.0, ge=0)

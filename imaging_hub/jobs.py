@@ -10,10 +10,11 @@ a job failed after ``max_attempts``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Select, and_, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, Executable
@@ -29,6 +30,7 @@ __all__ = [
     "PermanentError",
     "acquire",
     "acquire_more",
+    "any_due",
     "claim_for_publish",
     "complete",
     "complete_all",
@@ -102,17 +104,23 @@ def enqueue(
 
 
 def claim_for_publish(
-    db: Database, *, limit: int = 200, max_in_flight: int = 256
+    db: Database,
+    *,
+    limit: int = 200,
+    max_in_flight: int = 256,
+    queues: Collection[str] | None = None,
 ) -> list[tuple[int, str]]:
     """Mark due queued jobs published and return the (id, queue) pairs for the relay to send.
 
     At most max_in_flight jobs per queue are published or running at once, so a large backlog
     waits in the job table rather than in the broker, where it would outlive the publish
-    timeout and be sent again. Every job gets its own message, also an index job: a worker
-    that runs one takes up to HUB_JOBS_BATCH_SIZE due jobs of its kind at once
-    (imaging_hub.work.run_job), and the other messages find their jobs done.
+    timeout and be sent again. Every job published gets its own message, also an index job: a
+    worker that runs one takes up to HUB_JOBS_BATCH_SIZE due jobs of its kind at once
+    (imaging_hub.work.run_job), queued or published, and the other messages find their jobs
+    done. queues: publish only the jobs of these queues (default: all).
     """
     now = utcnow()
+    wanted = set(KIND_QUEUES.values()) if queues is None else set(queues)
     with db.write() as s:
         busy = dict(
             s.execute(
@@ -122,7 +130,7 @@ def claim_for_publish(
             ).all()
         )
         rows: list[tuple[int, str, str]] = []
-        for queue in sorted(set(KIND_QUEUES.values())):
+        for queue in sorted(set(KIND_QUEUES.values()) & wanted):
             room = min(limit, max_in_flight - busy.get(queue, 0))
             if room <= 0:
                 continue
@@ -219,6 +227,23 @@ def acquire(db: Database, job_id: int, *, owner: str, lease_seconds: float) -> L
         return Lease(job.id, job.attempts, owner, job.kind, dict(job.payload))
 
 
+def _due(kind: str, exclude: int, now: dt.datetime) -> Select[int]:
+    """The IDs of a kind's jobs that a worker may take now, but exclude."""
+    return select(Job.id).where(
+        Job.kind == kind,
+        Job.id != exclude,
+        Job.state.in_([JobState.QUEUED, JobState.PUBLISHED]),
+        Job.not_before <= now,
+        Job.attempts < Job.max_attempts,
+    )
+
+
+def any_due(db: Database, kind: str, *, exclude: int) -> bool:
+    """Whether a job of the kind (other than exclude) may be taken now; reads, takes no lock."""
+    with db.read() as s:
+        return s.execute(_due(kind, exclude, utcnow()).limit(1)).first() is not None
+
+
 def acquire_more(
     db: Database,
     kind: str,
@@ -237,18 +262,7 @@ def acquire_more(
         return []
     now = utcnow()
     with db.write() as s:
-        query = (
-            select(Job.id)
-            .where(
-                Job.kind == kind,
-                Job.id != exclude,
-                Job.state.in_([JobState.QUEUED, JobState.PUBLISHED]),
-                Job.not_before <= now,
-                Job.attempts < Job.max_attempts,
-            )
-            .order_by(Job.id)
-            .limit(limit)
-        )
+        query = _due(kind, exclude, now).order_by(Job.id).limit(limit)
         if not db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         ids = list(s.execute(query).scalars())

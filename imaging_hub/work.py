@@ -19,6 +19,7 @@ from imaging_hub.jobs import (
     PermanentError,
     acquire,
     acquire_more,
+    any_due,
     complete,
     complete_all,
     extend,
@@ -30,6 +31,7 @@ from imaging_hub.metrics import receiving
 __all__ = [
     "BATCH_HANDLERS",
     "HANDLERS",
+    "BatchPacer",
     "JobOutcome",
     "ReceiverYield",
     "describe_error",
@@ -79,21 +81,51 @@ class ReceiverYield:
         self._busy_since: float | None = None
         self._lock = threading.Lock()
 
-    def wait(self) -> float:
-        """Wait while the receivers are busy (within the limit); the seconds waited."""
-        start = time.monotonic()
-        while self.limit > 0 and receiving(self.directory):
-            with self._lock:
-                now = time.monotonic()
-                if self._busy_since is None:
-                    self._busy_since = now
-                if now - self._busy_since >= self.limit:
-                    break
-            time.sleep(self.poll)
-        else:
-            with self._lock:
+    def holding(self) -> bool:
+        """Whether work is held back now: the receivers are busy, for less than the limit."""
+        busy = self.limit > 0 and receiving(self.directory)
+        with self._lock:
+            if not busy:
                 self._busy_since = None
+                return False
+            now = time.monotonic()
+            if self._busy_since is None:
+                self._busy_since = now
+            return now - self._busy_since < self.limit
+
+    def wait(self) -> float:
+        """Wait while work is held back; the seconds waited."""
+        start = time.monotonic()
+        while self.holding():
+            time.sleep(self.poll)
         return time.monotonic() - start
+
+
+class BatchPacer:
+    """Spaces a worker process's batches while a DICOM receiver on its host is busy.
+
+    Each batch of index jobs costs a few write transactions whatever its size, and they
+    compete with the receivers for the index's write lock and the CPUs. While an association
+    is open, batches start at least ``interval`` seconds apart, each taking the instances
+    that arrived meanwhile; when the receivers are idle, batches start at once.
+    """
+
+    def __init__(self, metrics_directory: Path, interval: float) -> None:
+        self.directory = metrics_directory
+        self.interval = interval
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> float:
+        """Wait for this process's next batch slot while the receivers are busy; seconds waited."""
+        if self.interval <= 0 or not receiving(self.directory):
+            return 0.0
+        with self._lock:  # slots are handed out in turn, one interval apart
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        time.sleep(start - now)
+        return start - now
 
 
 def describe_error(exc: BaseException) -> str:
@@ -127,13 +159,14 @@ def _heartbeat(hub: Hub, leases: list[Lease]) -> Iterator[None]:
         thread.join()
 
 
-def run_job(hub: Hub, job_id: int, *, owner: str) -> str:
+def run_job(hub: Hub, job_id: int, *, owner: str, pace: Callable[[], None] | None = None) -> str:
     """Lease a job, run its kind's handler and record the outcome; safe to call twice.
 
     A job of a kind with a batch handler runs together with other due jobs of its kind, up to
     HUB_JOBS_BATCH_SIZE; a message whose own job is already taken still runs a batch of the
     others, if any are due. If a batch fails, each of its jobs runs
     alone, so that the error is recorded on its own job. The outcome is that of job_id.
+    pace, if given, is called before the other due jobs are taken (see BatchPacer).
     """
     seconds = hub.settings.jobs_lease_seconds
     lease = acquire(hub.db, job_id, owner=owner, lease_seconds=seconds)
@@ -143,9 +176,13 @@ def run_job(hub: Hub, job_id: int, *, owner: str) -> str:
     if kind is None or batch_handler is None or size <= 1:
         return _run_leased(hub, lease) if lease is not None else JobOutcome.SKIPPED
     held = [lease] if lease is not None else []
-    more = acquire_more(
-        hub.db, kind, owner=owner, lease_seconds=seconds, limit=size - len(held), exclude=job_id
-    )
+    more: list[Lease] = []
+    if any_due(hub.db, kind, exclude=job_id):  # read first: most messages find none due
+        if pace is not None:
+            pace()
+        more = acquire_more(
+            hub.db, kind, owner=owner, lease_seconds=seconds, limit=size - len(held), exclude=job_id
+        )
     leases = held + more
     if len(leases) <= 1:
         return _run_each(hub, leases, own=lease)

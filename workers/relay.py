@@ -9,7 +9,9 @@ import structlog
 from celery import Celery
 
 from imaging_hub.hub import Hub
-from imaging_hub.jobs import claim_for_publish, reap, unpublish
+from imaging_hub.jobs import FAST, claim_for_publish, reap, unpublish
+from imaging_hub.metrics import metrics_dir
+from imaging_hub.work import ReceiverYield
 from workers.app import TASK_NAME
 
 __all__ = ["Relay"]
@@ -21,7 +23,12 @@ ERROR_BACKOFF_SECONDS = 5.0
 
 
 class Relay(threading.Thread):
-    """A daemon thread: every interval, send due jobs to their queue; now and then, reap."""
+    """A daemon thread: every interval, send due jobs to their queue; now and then, reap.
+
+    While a DICOM receiver on this host has associations open, only the fast queue's jobs are
+    sent (for at most HUB_WORKER_YIELD_SECONDS in a row): previews and imports wait in the job
+    table, and sending their messages costs no CPU while the receivers need it.
+    """
 
     def __init__(self, hub: Hub, app: Celery) -> None:
         super().__init__(name="hub-relay", daemon=True)
@@ -29,6 +36,8 @@ class Relay(threading.Thread):
         self.app = app
         self.stopping = threading.Event()
         self._last_reap = 0.0
+        settings = hub.settings
+        self.held = ReceiverYield(metrics_dir(settings.data_dir), settings.worker_yield_seconds)
 
     def run(self) -> None:
         """Loop until stop() is called; errors are logged and the loop goes on."""
@@ -48,7 +57,10 @@ class Relay(threading.Thread):
 
     def relay_once(self) -> int:
         """Publish the due queued jobs; put back those the broker did not take."""
-        claimed = claim_for_publish(self.hub.db, max_in_flight=self.hub.settings.jobs_max_in_flight)
+        queues = [FAST] if self.held.holding() else None
+        claimed = claim_for_publish(
+            self.hub.db, max_in_flight=self.hub.settings.jobs_max_in_flight, queues=queues
+        )
         for position, (job_id, queue) in enumerate(claimed):
             try:
                 self.app.send_task(TASK_NAME, args=[job_id], queue=queue, retry=False)

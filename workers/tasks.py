@@ -12,7 +12,7 @@ from celery import Celery
 from imaging_hub.config import Settings
 from imaging_hub.hub import Hub
 from imaging_hub.metrics import metrics_dir
-from imaging_hub.work import ReceiverYield, run_job
+from imaging_hub.work import BatchPacer, ReceiverYield, run_job
 from workers.app import TASK_NAME
 
 __all__ = ["register_tasks"]
@@ -48,7 +48,9 @@ def register_tasks(app: Celery, settings: Settings, *, yield_to_receivers: bool 
     """
     hubs = _ProcessHub(settings)
     owner_prefix = socket.gethostname()
-    held = ReceiverYield(metrics_dir(settings.data_dir), settings.worker_yield_seconds)
+    metrics = metrics_dir(settings.data_dir)
+    held = ReceiverYield(metrics, settings.worker_yield_seconds)
+    pacer = BatchPacer(metrics, settings.jobs_batch_interval)
 
     @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
     def run_job_task(job_id: int) -> str:
@@ -58,6 +60,6 @@ def register_tasks(app: Celery, settings: Settings, *, yield_to_receivers: bool 
                 log.info("job_held_back", job_id=job_id, seconds=round(waited, 1))
         # One owner per thread: the threads pool runs several jobs in one process at once.
         owner = f"{owner_prefix}:{os.getpid()}:{threading.get_ident()}"
-        outcome = run_job(hubs.get(), int(job_id), owner=owner)
+        outcome = run_job(hubs.get(), int(job_id), owner=owner, pace=pacer.wait)
         log.info("job_run", job_id=job_id, outcome=outcome)
         return outcome

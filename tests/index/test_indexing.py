@@ -250,6 +250,27 @@ def test_index_jobs_run_in_batches(hub: Hub, tmp_path: Path) -> None:
     assert attempts == {1}
 
 
+def test_a_batch_waits_for_its_pace_only_when_there_is_a_batch_to_run(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """pace is called before other due jobs are taken, never for a message with nothing to do."""
+    paced: list[int] = []
+    for p in make_instances(tmp_path, 3):
+        store_instance(hub, p, source="test")
+    first, second, _ = _index_job_ids(hub)
+
+    def pace() -> None:  # more instances arrive while the batch waits: it takes them too
+        paced.append(len(paced))
+        for p in make_instances(tmp_path / f"more-{len(paced)}", 2):
+            store_instance(hub, p, source="test")
+
+    assert run_job(hub, first, owner="test", pace=pace) == JobOutcome.DONE
+    assert paced == [0]
+    assert _index_states(hub) == [JobState.DONE] * 5
+    assert run_job(hub, second, owner="test", pace=pace) == JobOutcome.SKIPPED
+    assert paced == [0]  # its job done and none due: no pause, and no write lock taken
+
+
 def test_batch_size_one_runs_jobs_alone(hub: Hub, tmp_path: Path) -> None:
     hub.settings.jobs_batch_size = 1
     for p in make_instances(tmp_path, 3):

@@ -109,7 +109,7 @@ def test_each_thread_of_a_worker_is_its_own_lease_owner(
     monkeypatch.setattr(workers.tasks.Hub, "open", _slow_open([]))
     owners: list[str] = []
 
-    def fake_run_job(_hub: object, _job_id: int, *, owner: str) -> str:
+    def fake_run_job(_hub: object, _job_id: int, *, owner: str, pace: object) -> str:
         owners.append(owner)
         return "done"
 

@@ -8,6 +8,7 @@ one study is serialised by a row lock on the study (PostgreSQL) or the write loc
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
@@ -200,11 +201,17 @@ def _refresh_aggregates(session: Session, study: Study, series: Series) -> None:
     study.updated_at = utcnow()
 
 
-def _current_version(session: Session, sop_uid: str) -> tuple[Instance | None, StoredFile | None]:
+def _current_version(
+    session: Session, sop_uid: str, batch: _Batch
+) -> tuple[Instance | None, StoredFile | None]:
     """The instance row for a SOP Instance UID and the stored file it points at."""
-    instance = session.execute(
-        select(Instance).where(Instance.sop_instance_uid == sop_uid)
-    ).scalar_one_or_none()
+    instance = batch.instances.get(sop_uid)
+    if instance is None:
+        # Instance rows not yet flushed are all in the batch: no need to flush them first.
+        with session.no_autoflush:
+            instance = session.execute(
+                select(Instance).where(Instance.sop_instance_uid == sop_uid)
+            ).scalar_one_or_none()
     current = session.get(StoredFile, instance.stored_file_id) if instance else None
     return instance, current
 
@@ -218,8 +225,8 @@ def _is_older(stored: StoredFile, current: StoredFile | None) -> bool:
 
 def _place_instance(
     session: Session, keys: IndexKeys, series: Series, stored: StoredFile, existing: Instance | None
-) -> None:
-    """Create the instance row, or point it at this (newest) stored file."""
+) -> Instance:
+    """Create the instance row, or point it at this (newest) stored file; returns it."""
     k = keys.instance
     instance = existing or Instance(sop_instance_uid=k.sop_instance_uid)
     instance.series_pk = series.id
@@ -234,6 +241,7 @@ def _place_instance(
     instance.indexed_at = utcnow()
     session.add(instance)
     stored.state = StoredFileState.INDEXED
+    return instance
 
 
 def _read_keys(hub: Hub, stored_file_ids: list[int]) -> dict[int, IndexKeys]:
@@ -265,12 +273,38 @@ def index_keys(session: Session, keys: IndexKeys, stored: StoredFile, *, max_att
         _refresh_aggregates(session, study, series)
 
 
+@dataclass
+class _Batch:
+    """Rows an indexing transaction has found or made so far, so each is looked up once."""
+
+    identities: dict[tuple[str, str, str], SourceIdentity] = field(default_factory=dict)
+    studies: dict[str, Study] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+    #: The instance rows placed in this transaction, by SOP Instance UID (not yet flushed).
+    instances: dict[str, Instance] = field(default_factory=dict)
+
+
 def _place(
-    session: Session, keys: IndexKeys, stored: StoredFile, *, max_attempts: int
+    session: Session,
+    keys: IndexKeys,
+    stored: StoredFile,
+    *,
+    max_attempts: int,
+    batch: _Batch | None = None,
 ) -> list[tuple[Study, Series]]:
     """index_keys without the aggregates: returns the (study, series) pairs to recount."""
-    identity, created = _source_identity(session, keys.patient)
-    study = _study(session, keys, identity)  # locked: one instance of a study at a time
+    batch = batch if batch is not None else _Batch()
+    p = keys.patient
+    identity_key = (p.patient_id, p.issuer, p.identity_key)
+    created = False
+    identity = batch.identities.get(identity_key)
+    if identity is None:
+        identity, created = _source_identity(session, p)
+        batch.identities[identity_key] = identity
+    study = batch.studies.get(keys.study.study_uid)
+    if study is None:
+        study = _study(session, keys, identity)  # locked: one instance of a study at a time
+        batch.studies[keys.study.study_uid] = study
     if created:
         enqueue(
             session,
@@ -279,13 +313,15 @@ def _place(
             study_uid=study.study_uid,
             max_attempts=max_attempts,
         )
-    existing, current = _current_version(session, keys.instance.sop_instance_uid)
+    existing, current = _current_version(session, keys.instance.sop_instance_uid, batch)
     if existing is not None and current is not None and current.id == stored.id:
         return []  # indexed already (a job run again after its worker died): nothing to redo
     if _is_older(stored, current):
         stored.state = StoredFileState.SUPERSEDED
         return []
-    series = _series(session, keys, study)
+    series = batch.series.get(keys.series.series_uid)
+    if series is None:
+        series = batch.series[keys.series.series_uid] = _series(session, keys, study)
     if current is not None and current.id != stored.id:
         # A new version: its header is now the truth for the study and series too.
         current.state = StoredFileState.SUPERSEDED
@@ -294,7 +330,9 @@ def _place(
         for name, value in _series_fields(keys, study).items():
             setattr(series, name, value)
     previous_series = existing.series_pk if existing else None
-    _place_instance(session, keys, series, stored, existing)
+    batch.instances[keys.instance.sop_instance_uid] = _place_instance(
+        session, keys, series, stored, existing
+    )
     enqueue(
         session,
         "render",
@@ -328,9 +366,11 @@ def index_stored_files(hub: Hub, stored_file_ids: list[int]) -> None:
         query = select(StoredFile).where(StoredFile.id.in_(stored_file_ids))
         stored_files = {row.id: row for row in s.execute(query).scalars()}
         touched: dict[tuple[int, int], tuple[Study, Series]] = {}
+        batch = _Batch()
         for stored_file_id in order:
             stored = stored_files[stored_file_id]
-            for study, series in _place(s, keys[stored_file_id], stored, max_attempts=max_attempts):
+            placed = _place(s, keys[stored_file_id], stored, max_attempts=max_attempts, batch=batch)
+            for study, series in placed:
                 touched[(study.id, series.id)] = (study, series)
         for study, series in touched.values():
             _refresh_aggregates(s, study, series)

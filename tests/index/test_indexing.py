@@ -216,6 +216,28 @@ def test_a_new_version_in_another_series_moves_the_counts(hub: Hub, tmp_path: Pa
     assert (study.num_series, study.num_instances) == (1, 1)
 
 
+def test_two_versions_in_one_batch_leave_one_instance_in_the_newest_series(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """The batch finds the instance row it placed itself, not yet written, for the second."""
+    first = store_instance(hub, testdata("CT_small.dcm"), source="test")
+    ds = dcmread(testdata("CT_small.dcm"))
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.78"
+    moved = tmp_path / "moved.dcm"
+    ds.save_as(moved)
+    second = store_instance(hub, moved, source="test")
+    assert _run_all(hub) == [JobOutcome.DONE, JobOutcome.SKIPPED]  # one batch ran both
+    with hub.db.read() as s:
+        instance = s.execute(select(Instance)).scalar_one()
+        counts = {se.series_uid: se.num_instances for se in s.execute(select(Series)).scalars()}
+        study = s.execute(select(Study)).scalar_one()
+        old = s.get_one(StoredFile, first.stored_file_id)
+    assert instance.stored_file_id == second.stored_file_id
+    assert counts["1.2.826.0.1.3680043.8.498.78"] == 1 and sum(counts.values()) == 1
+    assert (study.num_series, study.num_instances) == (1, 1)
+    assert old.state == StoredFileState.SUPERSEDED
+
+
 def _index_job_ids(hub: Hub) -> list[int]:
     with hub.db.read() as s:
         return list(s.execute(select(Job.id).where(Job.kind == "index").order_by(Job.id)).scalars())

@@ -49,6 +49,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from imaging_hub.config import Settings
+from imaging_hub.metrics import metrics_dir
 from imaging_hub.supervisor import shared_listener
 from tests.support import free_port, loopback_env, wait_for_port
 
@@ -240,6 +242,26 @@ def _hub_index_count(db_path: Path) -> int:
         return int(db.execute("select count(*) from instance").fetchone()[0])
 
 
+def _listening_receivers(root: int, data: Path, settings: Settings) -> list[int]:
+    """The receiver pids under root, once every one of them serves (has written its metrics).
+
+    The port accepts connections as soon as the supervisor opened it; a receiver process that
+    is still starting would leave the first associations to the others.
+    """
+    expected = settings.receiver_processes
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tree = [root] + [c.pid for c in psutil.Process(root).children(recursive=True)]
+        receivers = [p for p in tree if "scp" in psutil.Process(p).cmdline()[3:5]]
+        if len(receivers) > 1:  # several receivers: their supervising parent is not one
+            receivers = [p for p in receivers if p != root]
+        written = {f.stem.rsplit("-", 1)[-1] for f in metrics_dir(data).glob("*.json")}
+        if len(receivers) == expected and {str(p) for p in receivers} <= written:
+            return receivers
+        time.sleep(0.1)
+    raise RuntimeError("the receivers did not start")
+
+
 @contextmanager
 def hub(work: Path, processes: int | None, command: str = "serve") -> Iterator[Receiver]:
     """``imaging-hub serve`` (embedded default), or ``scp`` alone, on an empty data dir."""
@@ -270,11 +292,9 @@ def hub(work: Path, processes: int | None, command: str = "serve") -> Iterator[R
         wait_for_port(port, timeout=60)
         if command == "serve":
             wait_for_port(int(env["HUB_HTTP_PORT"]), timeout=60)
-        time.sleep(1.0)  # every receiver process listening, the worker started
+        receivers = _listening_receivers(proc.pid, data, Settings(dicom_processes=processes or 0))
+        time.sleep(1.0)  # the workers started too
         tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        receivers = [p for p in tree if "scp" in psutil.Process(p).cmdline()[3:5]]
-        if len(receivers) > 1:  # several receivers: their supervising parent is not one
-            receivers = [p for p in receivers if p != proc.pid]
         db_path = data / "index.sqlite"
         yield Receiver(
             "hub" if command == "serve" else "hub scp alone",

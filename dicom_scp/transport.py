@@ -192,7 +192,7 @@ class HubAssociationServer(ThreadedAssociationServer):
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection; never block this (accepting) thread on the peer."""
         assert self.socket is not None
-        client, address = self.socket.accept()
+        client, address = self.socket.accept()  # shared: BlockingIOError if a sibling took it
         client.settimeout(self.idle_timeout)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(

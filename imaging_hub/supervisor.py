@@ -59,10 +59,11 @@ def shared_listener(host: str, port: int) -> socket.socket:
     """A listening TCP socket for several receiver processes to inherit and accept from.
 
     All of them wait for connections on the one socket, and whichever is free first takes the
-    next (a busy process answers later and loses the race). Separate sockets on one port
-    (SO_REUSEPORT) would instead assign each connection by a hash of its addresses, which
-    puts two, three or all four concurrent associations on one process about half the time.
-    The socket is non-blocking: a process that loses the race returns to waiting.
+    next (a busy process wakes later and loses the race). Separate sockets on one port
+    (SO_REUSEPORT) would instead assign each connection by a hash of its addresses: four
+    concurrent associations on two processes split 2-2 only 3 times in 8, and a stalled
+    process still gets its share. The socket is non-blocking: a process that loses the race
+    returns to waiting.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)

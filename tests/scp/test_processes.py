@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE, Association
+from pynetdicom.sop_class import CTImageStorage
 from sqlalchemy import func, select
 
 from imaging_hub.config import Settings
 from imaging_hub.db.models import Job, StoredFile
+from imaging_hub.metrics import metrics_dir
 from imaging_hub.supervisor import receiver_commands
 from tests.processes import Deployment
 from tests.support import HubProcess, make_instances, wait_for_port, wait_until
@@ -128,6 +133,45 @@ def test_a_stalled_receiver_takes_no_new_associations(
         assert {int(p) for p in SERVED_BY.findall(proc.log_text())} == {working}
     finally:
         os.kill(stalled, signal.SIGCONT)
+    assert proc.stop() == 0
+
+
+def _active_by_pid(d: Deployment) -> dict[int, int]:
+    """Each receiver process's open associations, as its metrics snapshot says."""
+    snapshots = (json.loads(f.read_text()) for f in metrics_dir(d.settings.data_dir).glob("*.json"))
+    return {int(s["pid"]): int(s["active"]) for s in snapshots}
+
+
+def test_concurrent_associations_spread_evenly(deploy: Callable[..., Deployment]) -> None:
+    """Four associations opened at once on two processes: two each, not as they happen to
+    hash or whichever process woke first."""
+    d = deploy(None, None)
+    d.env["HUB_DICOM_PROCESSES"] = "2"
+    proc = d.start("scp")
+    wait_for_port(d.settings.dicom_port, timeout=30)
+    pids = set(_children(proc, 2).values())
+    assert wait_until(lambda: set(_active_by_pid(d)) >= pids, timeout=30)  # both serving
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage)
+    opened: list[Association] = []
+
+    def associate() -> None:
+        opened.append(ae.associate("127.0.0.1", d.settings.dicom_port, ae_title="IMAGING_HUB"))
+
+    threads = [threading.Thread(target=associate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert all(a.is_established for a in opened)
+        assert wait_until(lambda: sum(_active_by_pid(d).values()) == 4, timeout=10)
+        assert {pid: n for pid, n in _active_by_pid(d).items() if pid in pids} == {
+            pid: 2 for pid in pids
+        }
+    finally:
+        for a in opened:
+            a.release()
     assert proc.stop() == 0
 
 

@@ -87,6 +87,7 @@ class ReceiverMetrics:
         self.path = directory / f"{self.host}-{self.pid}.json"
         self.totals = ReceiverTotals()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._dirty = True
         self._written = 0.0
         self._closed = threading.Event()
@@ -123,26 +124,29 @@ class ReceiverMetrics:
 
     def flush(self, *, stopped: bool = False) -> None:
         """Write the snapshot file now (atomically); errors are logged, never raised."""
-        with self._lock:
-            snapshot = {
-                "host": self.host,
-                "pid": self.pid,
-                "updated": time.time(),
-                "stopped": stopped,
-                "instances": self.totals.instances,
-                "bytes": self.totals.bytes,
-                "associations": self.totals.associations,
-                "failures": dict(self.totals.failures),
-                "active": 0 if stopped else self.totals.active,
-            }
-            self._dirty = False
-            self._written = time.monotonic()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(snapshot), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.warning("metrics_not_written", error=type(exc).__name__)
+        # One writer at a time: threads flushing at once would share the temp file, or write
+        # an older snapshot over a newer one.
+        with self._write_lock:
+            with self._lock:
+                snapshot = {
+                    "host": self.host,
+                    "pid": self.pid,
+                    "updated": time.time(),
+                    "stopped": stopped,
+                    "instances": self.totals.instances,
+                    "bytes": self.totals.bytes,
+                    "associations": self.totals.associations,
+                    "failures": dict(self.totals.failures),
+                    "active": 0 if stopped else self.totals.active,
+                }
+                self._dirty = False
+                self._written = time.monotonic()
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            try:
+                tmp.write_text(json.dumps(snapshot), encoding="utf-8")
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                log.warning("metrics_not_written", error=type(exc).__name__)
 
     def run_flusher(self, serving: Callable[[], bool]) -> None:
         """Start the thread that writes the snapshot until serving() is false or close()."""

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,31 @@ def test_receiving_means_a_live_receiver_of_this_host_has_an_association_open(
     assert receiving(directory)
     mine.association_ended()
     assert not receiving(directory)
+
+
+def test_snapshots_written_by_many_threads_at_once_stay_whole(tmp_path: Path) -> None:
+    """Associations start and end in threads of their own, each writing the snapshot."""
+    directory = metrics_dir(tmp_path)
+    metrics = ReceiverMetrics(directory)
+
+    def one_association() -> None:
+        for _ in range(100):
+            metrics.association_started()
+            metrics.association_ended()
+
+    threads = [threading.Thread(target=one_association) for _ in range(8)]
+    for t in threads:
+        t.start()
+    torn = 0
+    while any(t.is_alive() for t in threads):
+        for snapshot in directory.glob("*.json"):
+            try:
+                json.loads(snapshot.read_text())
+            except ValueError:
+                torn += 1
+    for t in threads:
+        t.join()
+    assert torn == 0
+    (snapshot,) = directory.glob("*.json")
+    data = json.loads(snapshot.read_text())
+    assert (data["associations"], data["active"]) == (800, 0)  # the newest one, whole

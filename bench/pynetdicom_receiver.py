@@ -9,13 +9,14 @@ may accept on one inherited listening socket, as the hub's receiver processes do
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
+
+from imaging_hub.supervisor import inherited_listener
 
 
 class SharedListenerServer(ThreadedAssociationServer):
@@ -30,8 +31,7 @@ class SharedListenerServer(ThreadedAssociationServer):
             return
         assert self.socket is not None
         self.socket.close()
-        self.socket = socket.socket(fileno=self.listen_fd)
-        self.socket.setblocking(False)
+        self.socket = inherited_listener(self.listen_fd)
         self.server_address = self.socket.getsockname()
 
 

@@ -7,7 +7,7 @@ import sys
 import click
 
 from dicom_scp.server import release_spool, start
-from imaging_hub.cli import open_checked_hub, pass_settings, receiver_children
+from imaging_hub.cli import cannot_listen, open_checked_hub, pass_settings, receiver_children
 from imaging_hub.config import Settings
 from imaging_hub.process import wait_for_stop_signal
 from imaging_hub.supervisor import LISTEN_FD_OPTION, Supervisor
@@ -41,8 +41,7 @@ def scp(settings: Settings, listen_fd: int | None) -> None:
         server = start(hub, block=False, listen_fd=listen_fd)
     except OSError as exc:
         hub.close()
-        where = f"{settings.dicom_host}:{settings.dicom_port}"
-        raise click.ClickException(f"cannot listen on {where}: {exc.strerror}") from None
+        raise cannot_listen(settings, exc) from None
     assert server is not None
     try:
         wait_for_stop_signal()

@@ -30,6 +30,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from dicom_scp.spooling import guard_spool, start_writeback
 from imaging_hub.config import Settings
 from imaging_hub.errors import ConfigError
+from imaging_hub.supervisor import inherited_listener
 
 __all__ = ["HubAssociationServer", "LimitedAssociationSocket", "serve", "tls_context"]
 
@@ -183,10 +184,7 @@ class HubAssociationServer(ThreadedAssociationServer):
             return
         assert self.socket is not None
         self.socket.close()
-        # Non-blocking (set once, for every process sharing it): when another process took
-        # the connection first, accept() fails at once and the loop goes back to waiting.
-        self.socket = socket.socket(fileno=self.listen_fd)
-        self.socket.setblocking(False)
+        self.socket = inherited_listener(self.listen_fd)
         self.server_address = self.socket.getsockname()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:

@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from imaging_hub.hub import Hub
     from imaging_hub.supervisor import Receivers
 
-__all__ = ["hub_command", "main", "open_checked_hub", "pass_settings", "receiver_children"]
+__all__ = [
+    "cannot_listen",
+    "hub_command",
+    "main",
+    "open_checked_hub",
+    "pass_settings",
+    "receiver_children",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -302,7 +309,14 @@ def receiver_children(settings: Settings) -> Receivers:
     try:
         return receivers(hub_command(settings), host, port, processes)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise cannot_listen(settings, exc) from None
+
+
+def cannot_listen(settings: Settings, exc: OSError) -> click.ClickException:
+    """The error to show when the DICOM port cannot be opened (e.g. another program has it)."""
+    return click.ClickException(
+        f"cannot listen on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror}"
+    )
 
 
 def hub_command(settings: Settings) -> list[str]:

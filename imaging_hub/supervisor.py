@@ -20,6 +20,7 @@ __all__ = [
     "LISTEN_FD_OPTION",
     "Receivers",
     "Supervisor",
+    "inherited_listener",
     "receiver_commands",
     "receivers",
     "shared_listener",
@@ -69,6 +70,17 @@ def shared_listener(host: str, port: int) -> socket.socket:
     sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     sock.setblocking(False)
     sock.set_inheritable(True)
+    return sock
+
+
+def inherited_listener(fd: int) -> socket.socket:
+    """The shared listener a receiver process inherited as fd (see shared_listener).
+
+    Non-blocking (set once, for every process sharing it): when another process took the
+    connection first, accept() fails at once and the accepting loop goes back to waiting.
+    """
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
     return sock
 
 

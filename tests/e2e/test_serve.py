@@ -120,48 +120,30 @@ def _job_states(db: Path, kind: str) -> list[str]:
         return [r[0] for r in conn.execute("SELECT state FROM job WHERE kind = ?", (kind,))]
 
 
-def test_previews_wait_while_an_association_is_open(tmp_path: Path) -> None:
+def test_previews_wait_while_an_association_is_open(deploy: Callable[..., Deployment]) -> None:
     """Under serve, the instance is indexed at once; its preview renders once receiving ends."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-    port = free_port()
-    env.update(
-        HUB_DATA_DIR=str(tmp_path / "data"),
-        HUB_DICOM_HOST="127.0.0.1",
-        HUB_DICOM_PORT=str(port),
-        HUB_HTTP_PORT=str(free_port()),
-        HUB_STORAGE_MIN_FREE_BYTES="0",
-    )
-    with (tmp_path / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "imaging_hub", "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    db = tmp_path / "data" / "index.sqlite"
+    d = deploy(None, None)
+    proc = d.start("serve")
+    port = d.settings.dicom_port
+    db = d.settings.data_dir / "index.sqlite"
+    wait_for_port(port, timeout=60)
+    wait_for_port(int(d.env["HUB_HTTP_PORT"]), timeout=60)
+    ds = dcmread(testdata("CT_small.dcm"))
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="IMAGING_HUB")
     try:
-        wait_for_port(port, timeout=60)
-        wait_for_port(int(env["HUB_HTTP_PORT"]), timeout=60)
-        ds = dcmread(testdata("CT_small.dcm"))
-        ae = AE(ae_title="MODALITY")
-        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-        assoc = ae.associate("127.0.0.1", port, ae_title="IMAGING_HUB")
-        try:
-            assert assoc.is_established
-            assert assoc.send_c_store(ds).Status == 0x0000
-            # Indexing does not wait; the render job it queues does, for as long as it is open.
-            assert wait_until(lambda: _job_states(db, "render") != [], timeout=10)
-            time.sleep(3)
-            assert _job_states(db, "index") == ["done"]
-            assert "done" not in _job_states(db, "render")
-        finally:
-            assoc.release()
-        assert wait_until(lambda: _job_states(db, "render") == ["done"], timeout=30), (
-            tmp_path / "serve.log"
-        ).read_text()[-3000:]
+        assert assoc.is_established
+        assert assoc.send_c_store(ds).Status == 0x0000
+        # Indexing does not wait; the render job it queues does, for as long as it is open.
+        assert wait_until(lambda: _job_states(db, "render") != [], timeout=10)
+        time.sleep(3)
+        assert _job_states(db, "index") == ["done"]
+        assert "done" not in _job_states(db, "render")
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        assoc.release()
+    assert wait_until(lambda: _job_states(db, "render") == ["done"], timeout=30), d.logs()
+    assert proc.stop() == 0
 
 
 def test_scale_out_processes(

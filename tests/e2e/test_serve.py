@@ -100,6 +100,7 @@ def test_serve_with_no_configuration(tmp_path: Path) -> None:
         )
         # Previews render at a lower CPU priority than receiving and indexing.
         assert psutil.Process(int(started["renderer"])).nice() == 10
+        assert "--yield-to-receivers" in psutil.Process(int(started["renderer"])).cmdline()
         assert psutil.Process(int(started["worker"])).nice() == 0
     finally:
         proc.send_signal(signal.SIGINT)
@@ -121,7 +122,11 @@ def _job_states(db: Path, kind: str) -> list[str]:
 
 
 def test_previews_wait_while_an_association_is_open(deploy: Callable[..., Deployment]) -> None:
-    """Under serve, the instance is indexed at once; its preview renders once receiving ends."""
+    """Under serve, the instance is indexed at once; its preview renders once receiving ends.
+
+    (The relay keeps the render job in the table meanwhile; a render message sent before the
+    association opened would wait in the preview worker, see tests/workers/test_relay.py.)
+    """
     d = deploy(None, None)
     proc = d.start("serve")
     port = d.settings.dicom_port

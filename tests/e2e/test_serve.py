@@ -125,7 +125,7 @@ def test_previews_wait_while_an_association_is_open(deploy: Callable[..., Deploy
     """Under serve, the instance is indexed at once; its preview renders once receiving ends.
 
     (The relay keeps the render job in the table meanwhile; a render message sent before the
-    association opened would wait in the preview worker, see tests/workers/test_relay.py.)
+    association opened would wait in the preview worker: tests/workers/test_yield.py.)
     """
     d = deploy(None, None)
     proc = d.start("serve")

@@ -52,7 +52,9 @@ def register_tasks(app: Celery, settings: Settings, *, yield_to_receivers: bool 
     held = ReceiverYield(metrics, settings.worker_yield_seconds)
     pacer = BatchPacer(metrics, settings.jobs_batch_interval)
 
-    @app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
+    # shared=False: Celery would otherwise also register this closure on every app made later in
+    # the process, and the first registration wins there over that app's own settings.
+    @app.task(name=TASK_NAME, acks_late=True, ignore_result=True, shared=False)
     def run_job_task(job_id: int) -> str:
         if yield_to_receivers:
             waited = held.wait()

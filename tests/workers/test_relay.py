@@ -18,6 +18,7 @@ from imaging_hub.config import Settings
 from imaging_hub.db.models import Job, JobState
 from imaging_hub.hub import Hub
 from imaging_hub.jobs import enqueue
+from imaging_hub.metrics import ReceiverMetrics, metrics_dir
 from workers.app import TASK_NAME, make_celery
 from workers.relay import Relay
 from workers.tasks import _ProcessHub, register_tasks
@@ -123,3 +124,45 @@ def test_each_thread_of_a_worker_is_its_own_lease_owner(
     for t in threads:
         t.join()
     assert len(owners) == 2 and len(set(owners)) == 2
+
+
+@pytest.mark.parametrize("yielding", [False, True])
+def test_a_yielding_worker_runs_a_job_once_the_association_ends(
+    task_settings: Settings, monkeypatch: pytest.MonkeyPatch, yielding: bool
+) -> None:
+    """`worker --yield-to-receivers` holds each job while a receiver of its host is busy."""
+    monkeypatch.setattr(workers.tasks.Hub, "open", _slow_open([]))
+    ran = threading.Event()
+
+    def fake_run_job(_hub: object, _job_id: int, *, owner: str, pace: object) -> str:
+        ran.set()
+        return "done"
+
+    monkeypatch.setattr(workers.tasks, "run_job", fake_run_job)
+    receiver = ReceiverMetrics(metrics_dir(task_settings.data_dir))
+    receiver.association_started()
+    app = make_celery(task_settings)
+    register_tasks(app, task_settings, yield_to_receivers=yielding)
+    thread = threading.Thread(target=app.tasks[TASK_NAME], args=(1,))
+    thread.start()
+    try:
+        assert ran.wait(timeout=1.0) is not yielding  # held while the association is open
+    finally:
+        receiver.association_ended()
+    thread.join(timeout=10)
+    assert ran.is_set()
+
+
+def test_each_app_runs_the_task_registered_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery shares tasks across apps by default; a later app must not run an earlier one's."""
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)  # the embedded broker sets it
+    apps = []
+    for n in range(2):
+        settings = Settings(data_dir=tmp_path / f"hub-{n}")
+        app = make_celery(settings)
+        register_tasks(app, settings, yield_to_receivers=bool(n))
+        apps.append(app)
+    first, second = (app.tasks[TASK_NAME].run for app in apps)
+    assert first is not second

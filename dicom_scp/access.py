@@ -18,7 +18,7 @@ from pynetdicom.events import Event
 
 from imaging_hub.config import DicomNode, NodeService, Settings, UnknownAetPolicy
 
-__all__ = ["Access", "handle_requested"]
+__all__ = ["Access", "check_calling_node"]
 
 log = structlog.get_logger(__name__)
 
@@ -73,8 +73,8 @@ class Access:
         return self.policy == UnknownAetPolicy.STORE and service == NodeService.STORE
 
 
-def handle_requested(event: Event, access: Access) -> None:
-    """EVT_REQUESTED: reject (A-ASSOCIATE-RJ) a known node calling from another host."""
+def check_calling_node(event: Event, access: Access) -> None:
+    """On EVT_REQUESTED: reject (A-ASSOCIATE-RJ) a known node calling from another host."""
     assoc = event.assoc
     calling = str(assoc.requestor.primitive.calling_ae_title).strip()
     address = assoc.requestor.address

@@ -3,9 +3,9 @@
 The peer proposes the storage SOP classes it wants with SCP/SCU Role Selection (PS3.7 D.3.3.4,
 the hub then acts as Storage SCU on them); an instance whose SOP class and transfer syntax (or
 fallback, see ``imaging_hub.retrieve_dimse``) the peer did not accept fails its sub-operation.
-On those contexts the hub accepts the first syntax the peer lists that it supports (the peer's
-preference, so that a peer preferring a stored compressed syntax gets the stored bytes); other
-contexts keep the hub's own order.
+On those contexts the hub accepts the first syntax the peer lists that it supports (see
+``dicom_scp.negotiation``), so that a peer preferring a stored compressed syntax gets the stored
+bytes.
 
 Allowed statuses (PS3.4 C.4.3.1.4), besides the sub-operation replies of ``dicom_scp.retrieve``
 (0xFF00 Pending with counts; final 0x0000, 0xB000, 0xA702 or 0xFE00):
@@ -23,13 +23,12 @@ from collections.abc import Iterator
 
 import structlog
 from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from dicom_scp.access import Access, handle_requested
+from dicom_scp.access import Access
 from dicom_scp.retrieve import (
     Counts,
     Reply,
@@ -45,7 +44,7 @@ from imaging_hub.hub import Hub
 from imaging_hub.qr import Model
 from imaging_hub.retrieve_dimse import RetrieveSet
 
-__all__ = ["GET_MODELS", "handle_get", "handle_requested_with_get", "prefer_peer_syntaxes"]
+__all__ = ["GET_MODELS", "handle_get"]
 
 log = structlog.get_logger(__name__)
 
@@ -54,36 +53,6 @@ GET_MODELS = {
     str(PatientRootQueryRetrieveInformationModelGet): Model.PATIENT_ROOT,
     str(StudyRootQueryRetrieveInformationModelGet): Model.STUDY_ROOT,
 }
-
-
-def prefer_peer_syntaxes(event: Event) -> None:
-    """Order the hub's syntaxes as the peer does on contexts it proposes as Storage SCP."""
-    assoc = event.assoc
-    as_scp = {uid for uid, item in assoc.requestor.role_selection.items() if item.scp_role}
-    if not as_scp:
-        return
-    proposed: dict[str, list[str]] = {}
-    for cx in assoc.requestor.primitive.presentation_context_definition_list:
-        proposed.setdefault(str(cx.abstract_syntax), [str(s) for s in cx.transfer_syntax])
-    contexts: list[PresentationContext] = []
-    for cx in assoc.acceptor.supported_contexts:
-        wanted = proposed.get(str(cx.abstract_syntax))
-        if str(cx.abstract_syntax) not in as_scp or not wanted:
-            contexts.append(cx)
-            continue
-        ours = [str(s) for s in cx.transfer_syntax]
-        first = [s for s in wanted if s in ours]
-        ordered = build_context(cx.abstract_syntax, first + [s for s in ours if s not in first])
-        ordered.scu_role, ordered.scp_role = cx.scu_role, cx.scp_role
-        contexts.append(ordered)
-    assoc.acceptor.supported_contexts = contexts
-
-
-def handle_requested_with_get(event: Event, access: Access) -> None:
-    """EVT_REQUESTED: the access check of ``dicom_scp.access``, then the C-GET syntax order."""
-    handle_requested(event, access)
-    if not (event.assoc.is_rejected or event.assoc.is_aborted):
-        prefer_peer_syntaxes(event)
 
 
 @hub_retrieve_handler

@@ -29,10 +29,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_scp.access import Access
 from dicom_scp.find import FIND_MODELS, handle_find
-from dicom_scp.get import GET_MODELS, handle_get, handle_requested_with_get
+from dicom_scp.get import GET_MODELS, handle_get
 from dicom_scp.handlers import handle_conn_close, handle_echo
 from dicom_scp.metrics import ReceiverObserver
 from dicom_scp.move import MOVE_MODELS, handle_move
+from dicom_scp.negotiation import handle_requested
 from dicom_scp.retrieve import install_retrieve_service
 from dicom_scp.transport import serve
 from imaging_hub.config import Settings, UnknownAetPolicy
@@ -145,7 +146,7 @@ def start(
     access = Access(settings)
     observer = ReceiverObserver(hub)
     handlers: list[Any] = [
-        (evt.EVT_REQUESTED, handle_requested_with_get, [access]),
+        (evt.EVT_REQUESTED, handle_requested, [access]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_FIND, handle_find, [hub, access]),
         (evt.EVT_C_MOVE, handle_move, [hub, access]),

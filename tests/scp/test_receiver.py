@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom import AE, _config
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage
 from sqlalchemy import func, select
 
 from dicom_scp.server import release_spool, spool_dir, start
@@ -121,6 +121,46 @@ def test_htj2k_is_accepted(running: Hub, raw_send: None, tmp_path: Path) -> None
     assert _send_file(running.settings.dicom_port, path) == 0x0000
     (row,) = _stored(running)
     assert row.transfer_syntax_uid == HTJ2K_LOSSLESS
+
+
+def test_the_senders_first_syntax_is_accepted(running: Hub, raw_send: None) -> None:
+    """A sender listing its compressed syntax first sends its file as it is, kept so."""
+    src = testdata("MR_small_jp2klossless.dcm")
+    meta = dcmread(src, stop_before_pixels=True).file_meta
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(
+        meta.MediaStorageSOPClassUID,
+        [meta.TransferSyntaxUID, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+    )
+    assoc = ae.associate("127.0.0.1", running.settings.dicom_port, ae_title="IMAGING_HUB")
+    assert assoc.is_established
+    try:
+        assert [cx.transfer_syntax[0] for cx in assoc.accepted_contexts] == [meta.TransferSyntaxUID]
+        assert assoc.send_c_store(src).Status == 0x0000
+    finally:
+        assoc.release()
+    (row,) = _stored(running)
+    assert row.transfer_syntax_uid == meta.TransferSyntaxUID
+    assert dataset_bytes(running.store.local_path(row.path)) == dataset_bytes(src)
+
+
+def test_the_senders_order_spans_its_contexts_for_one_sop_class(running: Hub) -> None:
+    """Proposed in two contexts, a SOP class's syntaxes follow the sender's order over both."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, [JPEG2000Lossless])
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.add_requested_context(MRImageStorage, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", running.settings.dicom_port, ae_title="IMAGING_HUB")
+    assert assoc.is_established
+    try:
+        accepted = [(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts]
+    finally:
+        assoc.release()
+    assert accepted == [
+        (CTImageStorage, JPEG2000Lossless),
+        (CTImageStorage, ExplicitVRLittleEndian),
+        (MRImageStorage, ImplicitVRLittleEndian),
+    ]
 
 
 @pytest.mark.parametrize(

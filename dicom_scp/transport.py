@@ -25,6 +25,7 @@ import pynetdicom.association
 import structlog
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicom_scp.spooling import guard_spool, start_writeback
@@ -159,6 +160,19 @@ class HubRequestHandler(RequestHandler):
         return assoc
 
 
+class SharedContexts(list[PresentationContext]):
+    """The supported contexts, handed to each association as they are instead of deep-copied.
+
+    pynetdicom deep-copies them for every association: with every storage SOP class and every
+    transfer syntax that takes about 100 ms of CPU per association. Negotiation only reads
+    them, and the hub replaces the list of an association (dicom_scp.negotiation), never a
+    context in it.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        return list(self)
+
+
 class HubAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with per-connection timeouts and a deferred TLS handshake."""
 
@@ -176,6 +190,7 @@ class HubAssociationServer(ThreadedAssociationServer):
         self.max_dataset_bytes = max_dataset_bytes
         self.listen_fd = listen_fd
         super().__init__(*args, **kwargs)
+        self.contexts = SharedContexts(self.contexts)
 
     def server_bind(self) -> None:
         """Bind the port, or take over the inherited listening socket listen_fd."""

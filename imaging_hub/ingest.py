@@ -16,7 +16,7 @@ import structlog
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from imaging_hub.config import DuplicatePolicy
@@ -185,10 +185,17 @@ def store_instance(
     return result
 
 
+#: Every stored version of a SOP Instance UID (built once: SQLAlchemy reuses its compiled form).
+_SELECT_VERSIONS = select(StoredFile.id, StoredFile.sha256).where(
+    StoredFile.sop_instance_uid == bindparam("uid")
+)
+
+
 def _versions(session: Session, uid: str) -> list[tuple[int, str]]:
     """(id, sha256) of every stored version of a SOP Instance UID."""
-    query = select(StoredFile.id, StoredFile.sha256).where(StoredFile.sop_instance_uid == uid)
-    return [(row.id, row.sha256) for row in session.execute(query)]
+    # On the connection: a plain SELECT, without the ORM's execution machinery.
+    rows = session.connection().execute(_SELECT_VERSIONS, {"uid": uid})
+    return [(row.id, row.sha256) for row in rows]
 
 
 def _lock_uid(session: Session, uid: str) -> None:

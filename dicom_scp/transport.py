@@ -160,6 +160,12 @@ class HubRequestHandler(RequestHandler):
         return assoc
 
 
+#: On a shared listening socket, seconds a receiver waits before accepting, per connection it
+#: has open (see HubAssociationServer.get_request), and at most.
+ACCEPT_DELAY_PER_CONNECTION = 0.005
+MAX_ACCEPT_DELAY = 0.05
+
+
 class SharedContexts(list[PresentationContext]):
     """The supported contexts, handed to each association as they are instead of deep-copied.
 
@@ -189,6 +195,8 @@ class HubAssociationServer(ThreadedAssociationServer):
         self.min_free_bytes = min_free_bytes
         self.max_dataset_bytes = max_dataset_bytes
         self.listen_fd = listen_fd
+        self._starting = 0  # connections accepted whose association thread has not started
+        self._open_lock = threading.Lock()
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
 
@@ -205,13 +213,34 @@ class HubAssociationServer(ThreadedAssociationServer):
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection; never block this (accepting) thread on the peer."""
         assert self.socket is not None
+        if self.listen_fd is not None:
+            # Every receiver sharing the socket wakes for a new connection and the first to
+            # accept gets it. One with connections open waits a little first, so that a less
+            # busy sibling takes it: each process runs on one CPU at most (the GIL).
+            with self._open_lock:
+                starting = self._starting
+            # A connection closed before it asked for an association keeps its thread for a
+            # while (pynetdicom waits out the ACSE timeout); its reactor has stopped.
+            open_now = starting + sum(1 for a in self.active_associations if a.dul.is_alive())
+            if open_now:
+                time.sleep(min(ACCEPT_DELAY_PER_CONNECTION * open_now, MAX_ACCEPT_DELAY))
         client, address = self.socket.accept()  # shared: BlockingIOError if a sibling took it
+        with self._open_lock:
+            self._starting += 1
         client.settimeout(self.idle_timeout)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False
             )
         return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Start a connection's association (in a thread of its own, which serves it)."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._starting -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log a connection's failure (e.g. a refused TLS handshake) without a traceback."""

@@ -175,6 +175,33 @@ def test_concurrent_associations_spread_evenly(deploy: Callable[..., Deployment]
     assert proc.stop() == 0
 
 
+def test_associations_opened_one_after_another_alternate(
+    deploy: Callable[..., Deployment],
+) -> None:
+    """Each new association goes to the receiver with fewer open, not whichever woke first."""
+    d = deploy(None, None)
+    d.env["HUB_DICOM_PROCESSES"] = "2"
+    proc = d.start("scp")
+    wait_for_port(d.settings.dicom_port, timeout=30)
+    pids = set(_children(proc, 2).values())
+    assert wait_until(lambda: set(_active_by_pid(d)) >= pids, timeout=30)  # both serving
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage)
+    opened: list[Association] = []
+    try:
+        for n in range(1, 7):
+            opened.append(ae.associate("127.0.0.1", d.settings.dicom_port, ae_title="IMAGING_HUB"))
+            assert opened[-1].is_established
+            assert wait_until(lambda n=n: sum(_active_by_pid(d).values()) == n, timeout=10)
+        assert {pid: n for pid, n in _active_by_pid(d).items() if pid in pids} == {
+            pid: 3 for pid in pids
+        }
+    finally:
+        for a in opened:
+            a.release()
+    assert proc.stop() == 0
+
+
 def test_receivers_die_with_their_supervisor(deploy: Callable[..., Deployment]) -> None:
     """SIGKILL of the `scp` supervisor alone: the kernel stops its receiver children."""
     d = deploy(None, None)

@@ -93,7 +93,16 @@ def _discarded(spool: DiscardedSpool, hub: Hub, calling: str) -> Dataset:
 
 
 def handle_conn_close(event: Event, hub: Hub) -> None:
-    """EVT_CONN_CLOSE: quarantine a C-STORE dataset the connection ended in the middle of."""
+    """EVT_CONN_CLOSE: quarantine a C-STORE dataset the connection ended in the middle of.
+
+    A connection closed before it asked for an association (a port check, say) ends its
+    association thread at once: pynetdicom would keep the thread waiting for an A-ASSOCIATE-RQ
+    until the ACSE timeout, counted against the maximum number of associations.
+    """
+    assoc = event.assoc
+    if assoc.is_acceptor and assoc.requestor.primitive is None:
+        assoc.dul.to_user_queue.put(None)  # the association stops waiting, as on a timeout
+        return
     # pynetdicom spools a C-STORE dataset to a temp file while its fragments arrive; a message
     # still being decoded when the connection closes was cut off (abort, drop or idle timeout).
     message = getattr(event.assoc.dimse, "message", None)

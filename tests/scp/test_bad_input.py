@@ -19,6 +19,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage
 
@@ -324,6 +326,45 @@ def test_silent_connection_is_dropped_after_the_idle_timeout(tmp_path: Path) -> 
             assert time.monotonic() - started < 5  # not pynetdicom's 30 s ACSE timeout
         storescu(hub.settings.dicom_port, testdata("CT_small.dcm"))
         assert stored_count(hub) == 1
+
+
+def _try_associate(hub: Hub) -> Association:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    return ae.associate("127.0.0.1", hub.settings.dicom_port, ae_title=hub.settings.dicom_aet)
+
+
+def test_associations_beyond_the_maximum_are_rejected(tmp_path: Path) -> None:
+    """HUB_DICOM_MAX_ASSOCIATIONS open: the next one gets A-ASSOCIATE-RJ until one ends."""
+    settings = receiver_settings(tmp_path, dicom_max_associations=2)
+    with receiving(settings) as hub:
+        opened = [associate(hub, *CONTEXTS) for _ in range(2)]
+        refused = _try_associate(hub)
+        assert refused.is_rejected
+        # Rejected transient, by the service provider (presentation): local limit exceeded.
+        rejection = refused.acceptor.primitive
+        assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
+        opened[0].release()
+        assert wait_until(lambda: _served(_try_associate(hub)), timeout=10)
+        opened[1].release()
+
+
+def _served(assoc: Association) -> bool:
+    """Whether the association was accepted (released again at once)."""
+    if not assoc.is_established:
+        return False
+    assoc.release()
+    return True
+
+
+def test_closed_connections_do_not_hold_association_slots(tmp_path: Path) -> None:
+    """Port checks that connect and close at once leave every slot to real associations."""
+    settings = receiver_settings(tmp_path, dicom_max_associations=2)
+    with receiving(settings) as hub:
+        for _ in range(3):
+            socket.create_connection(("127.0.0.1", hub.settings.dicom_port)).close()
+        # Without the hub's handling they would hold their slots for the 30 s ACSE timeout.
+        assert wait_until(lambda: _served(_try_associate(hub)), timeout=5)
 
 
 def test_peer_stalling_inside_a_pdu_is_dropped(tmp_path: Path) -> None:

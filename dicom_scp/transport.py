@@ -8,6 +8,8 @@ A P-DATA-TF PDU longer than the maximum length the hub offered (PS3.8 D.1) drops
 connection before its body is read (any dataset it was part of is quarantined as truncated);
 before a PDU of a C-STORE dataset is read, the spool's free space is checked (dicom_scp.spooling).
 DICOM TLS follows PS3.15 B.1 (BCP 195): TLS 1.2 or newer, optionally with client certificates.
+Receiver processes that share one listening socket leave each new connection to the least busy
+of them (HubAssociationServer.get_request).
 """
 
 from __future__ import annotations

@@ -338,6 +338,9 @@ def run(name: str, corpus: str, files: list[Path], associations: int, args) -> R
                    "pynetdicom": lambda: bare_pynetdicom(work, args.processes),
                    "hub-scp": lambda: hub(work, args.processes, "scp")}[name]  # fmt: skip
         with starter() as receiver:
+            # Nothing left to write back from the corpus or an earlier run: the disk's flushes
+            # would otherwise fall into this run (for the hub's fsyncs, into its answers).
+            os.sync()
             seconds = send(receiver.port, files, receiver.aet, associations)
             acknowledged = time.perf_counter()
             indexed_after = None

@@ -191,6 +191,7 @@ def _testdata() -> list[Path]:
 TRAILING_PADDING = 0xFFFCFFFC
 #: storescu proposes uncompressed syntaxes only, unless told which compressed one to offer.
 STORESCU_OPTION = {
+    "1.2.840.10008.1.2": "-xi",  # by default storescu prefers Explicit VR and converts to it
     "1.2.840.10008.1.2.4.50": "-xy",
     "1.2.840.10008.1.2.4.51": "-xx",
     "1.2.840.10008.1.2.4.70": "-xs",

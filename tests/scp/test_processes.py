@@ -142,15 +142,28 @@ def _active_by_pid(d: Deployment) -> dict[int, int]:
     return {int(s["pid"]): int(s["active"]) for s in snapshots}
 
 
-def test_concurrent_associations_spread_evenly(deploy: Callable[..., Deployment]) -> None:
-    """Four associations opened at once on two processes: two each, not as they happen to
-    hash or whichever process woke first."""
+def _two_serving_receivers(
+    deploy: Callable[..., Deployment],
+) -> tuple[Deployment, HubProcess, set[int]]:
+    """`imaging-hub scp` with two receiver processes, once both serve; and their pids."""
     d = deploy(None, None)
     d.env["HUB_DICOM_PROCESSES"] = "2"
     proc = d.start("scp")
     wait_for_port(d.settings.dicom_port, timeout=30)
     pids = set(_children(proc, 2).values())
     assert wait_until(lambda: set(_active_by_pid(d)) >= pids, timeout=30)  # both serving
+    return d, proc, pids
+
+
+def _open_by_receiver(d: Deployment, pids: set[int]) -> dict[int, int]:
+    """The open associations of each of these receiver processes."""
+    return {pid: n for pid, n in _active_by_pid(d).items() if pid in pids}
+
+
+def test_concurrent_associations_spread_evenly(deploy: Callable[..., Deployment]) -> None:
+    """Four associations opened at once on two processes: two each, not as they happen to
+    hash or whichever process woke first."""
+    d, proc, pids = _two_serving_receivers(deploy)
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CTImageStorage)
     opened: list[Association] = []
@@ -166,9 +179,7 @@ def test_concurrent_associations_spread_evenly(deploy: Callable[..., Deployment]
     try:
         assert all(a.is_established for a in opened)
         assert wait_until(lambda: sum(_active_by_pid(d).values()) == 4, timeout=10)
-        assert {pid: n for pid, n in _active_by_pid(d).items() if pid in pids} == {
-            pid: 2 for pid in pids
-        }
+        assert _open_by_receiver(d, pids) == {pid: 2 for pid in pids}
     finally:
         for a in opened:
             a.release()
@@ -179,12 +190,7 @@ def test_associations_opened_one_after_another_alternate(
     deploy: Callable[..., Deployment],
 ) -> None:
     """Each new association goes to the receiver with fewer open, not whichever woke first."""
-    d = deploy(None, None)
-    d.env["HUB_DICOM_PROCESSES"] = "2"
-    proc = d.start("scp")
-    wait_for_port(d.settings.dicom_port, timeout=30)
-    pids = set(_children(proc, 2).values())
-    assert wait_until(lambda: set(_active_by_pid(d)) >= pids, timeout=30)  # both serving
+    d, proc, pids = _two_serving_receivers(deploy)
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CTImageStorage)
     opened: list[Association] = []
@@ -193,9 +199,7 @@ def test_associations_opened_one_after_another_alternate(
             opened.append(ae.associate("127.0.0.1", d.settings.dicom_port, ae_title="IMAGING_HUB"))
             assert opened[-1].is_established
             assert wait_until(lambda n=n: sum(_active_by_pid(d).values()) == n, timeout=10)
-        assert {pid: n for pid, n in _active_by_pid(d).items() if pid in pids} == {
-            pid: 3 for pid in pids
-        }
+        assert _open_by_receiver(d, pids) == {pid: 3 for pid in pids}
     finally:
         for a in opened:
             a.release()
